@@ -1,0 +1,131 @@
+using System.IO.MemoryMappedFiles;
+using System.Text.Json;
+using static TorchSharp.torch;
+
+namespace AttributionFleet.Engine.Checkpoints;
+
+/// <summary>One tensor's entry in a safetensors header.</summary>
+public sealed record SafeTensorEntry(string Name, string DType, long[] Shape, long Begin, long End);
+
+/// <summary>
+/// Reads a safetensors file through a memory map: the header is parsed and checked up front; each
+/// tensor is copied straight from the mapped pages into its own TorchSharp tensor on request, so the
+/// whole file is never read into one managed array.
+/// </summary>
+public sealed class SafeTensorsFile : IDisposable
+{
+    private readonly MemoryMappedFile _map;
+    private readonly MemoryMappedViewAccessor _view;
+    private readonly long _dataStart;
+
+    public string Path { get; }
+    public IReadOnlyDictionary<string, SafeTensorEntry> Entries { get; }
+    public IReadOnlyDictionary<string, string> Metadata { get; }
+
+    private SafeTensorsFile(string path, MemoryMappedFile map, MemoryMappedViewAccessor view, long dataStart,
+        Dictionary<string, SafeTensorEntry> entries, Dictionary<string, string> metadata)
+    {
+        Path = path;
+        _map = map;
+        _view = view;
+        _dataStart = dataStart;
+        Entries = entries;
+        Metadata = metadata;
+    }
+
+    public static SafeTensorsFile Open(string path)
+    {
+        if (!File.Exists(path)) throw new ModelLoadException($"Checkpoint file not found: {path}", path);
+        long length = new FileInfo(path).Length;
+        if (length < 8) throw new ModelLoadException($"Corrupted safetensors file {path}: {length} bytes, too short for the 8-byte header length", path);
+        byte[] headerBytes;
+        using (var fs = File.OpenRead(path))
+        {
+            Span<byte> lenBytes = stackalloc byte[8];
+            fs.ReadExactly(lenBytes);
+            ulong headerLength = BitConverter.ToUInt64(lenBytes);
+            if (headerLength == 0 || headerLength > (ulong)(length - 8) || headerLength > 100_000_000)
+                throw new ModelLoadException($"Truncated or corrupted safetensors header in {path}: header length {headerLength} but the file has {length} bytes", path);
+            headerBytes = new byte[headerLength];
+            fs.ReadExactly(headerBytes);
+        }
+        long dataStart = 8 + headerBytes.Length;
+        long dataLength = length - dataStart;
+        var entries = new Dictionary<string, SafeTensorEntry>(StringComparer.Ordinal);
+        var metadata = new Dictionary<string, string>();
+        try
+        {
+            using var doc = JsonDocument.Parse(headerBytes);
+            if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new JsonException("header is not a JSON object");
+            foreach (var prop in doc.RootElement.EnumerateObject())
+            {
+                if (prop.Name == "__metadata__")
+                {
+                    foreach (var m in prop.Value.EnumerateObject()) metadata[m.Name] = m.Value.ToString();
+                    continue;
+                }
+                var dtype = prop.Value.GetProperty("dtype").GetString() ?? "";
+                var shape = prop.Value.GetProperty("shape").EnumerateArray().Select(e => e.GetInt64()).ToArray();
+                var offsets = prop.Value.GetProperty("data_offsets").EnumerateArray().Select(e => e.GetInt64()).ToArray();
+                if (offsets.Length != 2) throw new ModelLoadException($"Corrupted safetensors header in {path}: key '{prop.Name}' has {offsets.Length} data_offsets", path, prop.Name);
+                var type = SafeTensorsDType.Parse(dtype) ?? throw new ModelLoadException($"Unsupported dtype '{dtype}' for key '{prop.Name}' in {path}", path, prop.Name);
+                long expected = shape.Aggregate(1L, (a, b) => a * b) * SafeTensorsDType.Size(type);
+                if (offsets[0] < 0 || offsets[1] < offsets[0] || offsets[1] > dataLength)
+                    throw new ModelLoadException($"Truncated or corrupted safetensors file {path}: key '{prop.Name}' spans bytes {offsets[0]}..{offsets[1]} of {dataLength}", path, prop.Name);
+                if (offsets[1] - offsets[0] != expected)
+                    throw new ModelLoadException($"Corrupted safetensors header in {path}: key '{prop.Name}' has shape [{string.Join(",", shape)}] {dtype} ({expected} bytes) but {offsets[1] - offsets[0]} bytes of data", path, prop.Name);
+                entries[prop.Name] = new SafeTensorEntry(prop.Name, dtype, shape, offsets[0], offsets[1]);
+            }
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException or FormatException)
+        {
+            throw new ModelLoadException($"Truncated or corrupted safetensors header in {path}: {e.Message}", path, inner: e);
+        }
+        var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        var view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+        return new SafeTensorsFile(path, map, view, dataStart, entries, metadata);
+    }
+
+    /// <summary>Copies one tensor out of the mapped file; converts to <paramref name="dtype"/> when given.</summary>
+    public unsafe Tensor Load(string name, ScalarType? dtype = null, Device? device = null)
+    {
+        if (!Entries.TryGetValue(name, out var entry)) throw new ModelLoadException($"Key '{name}' is not in {Path}", Path, name);
+        var type = SafeTensorsDType.Parse(entry.DType)!.Value;
+        var tensor = empty(entry.Shape, type);
+        long bytes = entry.End - entry.Begin;
+        if (bytes > 0)
+        {
+            byte* basePtr = null;
+            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref basePtr);
+            try
+            {
+                byte* src = basePtr + _view.PointerOffset + _dataStart + entry.Begin;
+                // The setter copies straight into the tensor's native storage (no managed array in between).
+                tensor.bytes = new Span<byte>(src, checked((int)bytes));
+            }
+            finally
+            {
+                _view.SafeMemoryMappedViewHandle.ReleasePointer();
+            }
+        }
+        if (dtype is { } target && target != type)
+        {
+            var converted = tensor.to_type(target);
+            tensor.Dispose();
+            tensor = converted;
+        }
+        if (device is not null && device.type != TorchSharp.DeviceType.CPU)
+        {
+            var moved = tensor.to(device);
+            tensor.Dispose();
+            tensor = moved;
+        }
+        return tensor;
+    }
+
+    public void Dispose()
+    {
+        _view.Dispose();
+        _map.Dispose();
+    }
+}

@@ -1,0 +1,221 @@
+using AttributionFleet.Engine.Checkpoints;
+using AttributionFleet.Engine.Ops;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace AttributionFleet.Engine.Models;
+
+/// <summary>Weights of one encoder layer (post-LayerNorm, as in BERT, RoBERTa and DistilBERT).</summary>
+public sealed record EncoderLayerWeights(
+    Tensor Query, Tensor QueryBias, Tensor Key, Tensor KeyBias, Tensor Value, Tensor ValueBias,
+    Tensor AttentionOut, Tensor AttentionOutBias, Tensor AttentionNormWeight, Tensor AttentionNormBias,
+    Tensor Intermediate, Tensor IntermediateBias, Tensor Output, Tensor OutputBias,
+    Tensor OutputNormWeight, Tensor OutputNormBias)
+{
+    public EncoderLayerWeights Convert(Func<Tensor, Tensor> f) => new(
+        f(Query), f(QueryBias), f(Key), f(KeyBias), f(Value), f(ValueBias), f(AttentionOut), f(AttentionOutBias),
+        f(AttentionNormWeight), f(AttentionNormBias), f(Intermediate), f(IntermediateBias), f(Output), f(OutputBias),
+        f(OutputNormWeight), f(OutputNormBias));
+}
+
+/// <summary>
+/// A BERT-family encoder with its classification head: BERT, DistilBERT, RoBERTa and bare mean-pooled
+/// encoders share this code; <see cref="ModelConfig"/> says where they differ (positions, token types,
+/// head). Weights are plain tensors that never require grad. Every op goes through <see cref="TensorOps"/>,
+/// so the same forward predicts (plain ops) and attributes (DeepLift rules).
+/// </summary>
+public sealed class TransformerClassifier : IDisposable
+{
+    public ModelConfig Config { get; }
+    public ScalarType DType { get; }
+    public Device Device { get; }
+
+    internal Tensor WordEmbeddingTable { get; }
+    internal Tensor PositionEmbeddings { get; }
+    internal Tensor? TokenTypeEmbeddings { get; }
+    internal Tensor EmbeddingNormWeight { get; }
+    internal Tensor EmbeddingNormBias { get; }
+    internal IReadOnlyList<EncoderLayerWeights> Layers { get; }
+    /// <summary>Head tensors by role: pooler/pre_classifier/dense (first), classifier/out_proj (second).</summary>
+    internal Tensor? HeadDense { get; }
+    internal Tensor? HeadDenseBias { get; }
+    internal Tensor? Classifier { get; }
+    internal Tensor? ClassifierBias { get; }
+
+    internal TransformerClassifier(ModelConfig config, Tensor word, Tensor position, Tensor? tokenType,
+        Tensor normWeight, Tensor normBias, IReadOnlyList<EncoderLayerWeights> layers,
+        Tensor? headDense, Tensor? headDenseBias, Tensor? classifier, Tensor? classifierBias)
+    {
+        Config = config;
+        WordEmbeddingTable = word;
+        PositionEmbeddings = position;
+        TokenTypeEmbeddings = tokenType;
+        EmbeddingNormWeight = normWeight;
+        EmbeddingNormBias = normBias;
+        Layers = layers;
+        HeadDense = headDense;
+        HeadDenseBias = headDenseBias;
+        Classifier = classifier;
+        ClassifierBias = classifierBias;
+        DType = word.dtype;
+        Device = word.device;
+    }
+
+    /// <summary>Number of outputs: labels for a classifier, the hidden size for a bare embedding encoder.</summary>
+    public int OutputSize => Classifier is null ? Config.HiddenSize : (int)Classifier.shape[0];
+
+    public bool HasClassifier => Classifier is not null;
+
+    /// <summary>A copy in another precision and/or on another device (the weights are converted once).</summary>
+    public TransformerClassifier To(ScalarType dtype, Device? device = null)
+    {
+        device ??= Device;
+        Tensor C(Tensor t) => t.to(dtype, device).detach();
+        Tensor? CN(Tensor? t) => t is null ? null : C(t);
+        return new TransformerClassifier(Config, C(WordEmbeddingTable), C(PositionEmbeddings), CN(TokenTypeEmbeddings),
+            C(EmbeddingNormWeight), C(EmbeddingNormBias), Layers.Select(l => l.Convert(C)).ToList(),
+            CN(HeadDense), CN(HeadDenseBias), CN(Classifier), CN(ClassifierBias));
+    }
+
+    /// <summary>Word-embedding lookup: the point where attributions are taken.</summary>
+    public Tensor WordEmbeddings(Tensor ids) =>
+        WordEmbeddingTable.index_select(0, ids.reshape(-1)).reshape(ids.shape[0], ids.shape[1], -1);
+
+    /// <summary>
+    /// Position ids. BERT/DistilBERT: 0..L−1. RoBERTa (HF's create_position_ids_from_input_ids):
+    /// real tokens get pad+1, pad+2, …; padded positions get pad. Computed from the input's mask and
+    /// used for the reference too, so positions contribute nothing.
+    /// </summary>
+    public Tensor PositionIds(Tensor attentionMask)
+    {
+        long length = attentionMask.shape[1];
+        if (Config.Family != ModelFamily.Roberta)
+            return arange(length, dtype: ScalarType.Int64, device: attentionMask.device).unsqueeze(0).expand(attentionMask.shape[0], length);
+        var m = attentionMask.to_type(ScalarType.Int64);
+        return m.cumsum(1) * m + Config.PadTokenId;
+    }
+
+    /// <summary>
+    /// Additive attention bias <c>(1 − mask) · finfo.min</c> of shape [B, 1, 1, L], or null when no key is
+    /// masked (the common case once texts are bucketed by length). The same constant is added to the
+    /// input's and the reference's scores.
+    /// </summary>
+    public Tensor? AttentionBias(Tensor attentionMask)
+    {
+        using var scope = NewDisposeScope();
+        if (attentionMask.all().item<bool>()) return null;
+        double min = DType == ScalarType.Float64 ? double.MinValue : float.MinValue;
+        var bias = (1 - attentionMask.to_type(DType)) * min;
+        return bias.unsqueeze(1).unsqueeze(1).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Embeddings after the word lookup: <c>LayerNorm(word + position + token_type[0])</c>.</summary>
+    public Act Embed(TensorOps ops, Act wordEmbeddings, Tensor positionIds)
+    {
+        var constant = PositionEmbeddings.index_select(0, positionIds.reshape(-1))
+            .reshape(positionIds.shape[0], positionIds.shape[1], -1);
+        if (TokenTypeEmbeddings is not null) constant = constant + TokenTypeEmbeddings[0];
+        var summed = ops.Map(wordEmbeddings, t => t + constant);
+        return ops.LayerNorm(summed, EmbeddingNormWeight, EmbeddingNormBias, Config.LayerNormEps);
+    }
+
+    /// <summary>The encoder's last hidden state [B, L, H].</summary>
+    public Act Encode(TensorOps ops, Act wordEmbeddings, Tensor attentionMask, Tensor? positionIds = null)
+    {
+        positionIds ??= PositionIds(attentionMask);
+        var bias = AttentionBias(attentionMask);
+        var h = Embed(ops, wordEmbeddings, positionIds);
+        var activation = ActivationFor(Config.HiddenAct);
+        foreach (var layer in Layers)
+        {
+            var attended = SelfAttention(ops, h, bias, layer);
+            h = ops.LayerNorm(ops.Add(attended, h), layer.AttentionNormWeight, layer.AttentionNormBias, Config.LayerNormEps);
+            var inner = ops.Apply(ops.Linear(h, layer.Intermediate, layer.IntermediateBias), activation);
+            var ffn = ops.Linear(inner, layer.Output, layer.OutputBias);
+            h = ops.LayerNorm(ops.Add(ffn, h), layer.OutputNormWeight, layer.OutputNormBias, Config.LayerNormEps);
+        }
+        return h;
+    }
+
+    /// <summary>Logits [B, C] (or the pooled embedding [B, H] for a bare encoder without a classifier).</summary>
+    public Act Forward(TensorOps ops, Act wordEmbeddings, Tensor attentionMask, Tensor? positionIds = null)
+    {
+        var h = Encode(ops, wordEmbeddings, attentionMask, positionIds);
+        switch (Config.Head)
+        {
+            case HeadKind.BertPooler:
+            {
+                var first = ops.Map(h, t => t.select(1, 0));
+                var pooled = ops.Apply(ops.Linear(first, HeadDense!, HeadDenseBias), Activation.Tanh);
+                return ops.Linear(pooled, Classifier!, ClassifierBias);
+            }
+            case HeadKind.DistilBertPreClassifier:
+            {
+                var first = ops.Map(h, t => t.select(1, 0));
+                var pre = ops.Apply(ops.Linear(first, HeadDense!, HeadDenseBias), Activation.Relu);
+                return ops.Linear(pre, Classifier!, ClassifierBias);
+            }
+            case HeadKind.RobertaClassificationHead:
+            {
+                var first = ops.Map(h, t => t.select(1, 0));
+                var dense = ops.Apply(ops.Linear(first, HeadDense!, HeadDenseBias), Activation.Tanh);
+                return ops.Linear(dense, Classifier!, ClassifierBias);
+            }
+            case HeadKind.MeanPooling:
+            {
+                // Masked mean over tokens: linear in h, the mask is a constant.
+                var m = attentionMask.to_type(DType).unsqueeze(-1);
+                var count = m.sum(1).clamp_min(1);
+                var pooled = ops.Map(h, t => (t * m).sum(1) / count);
+                return Classifier is null ? pooled : ops.Linear(pooled, Classifier, ClassifierBias);
+            }
+            default:
+                throw new InvalidOperationException($"Unknown head {Config.Head}");
+        }
+    }
+
+    /// <summary>Plain inference: logits for token ids, without autograd.</summary>
+    public Tensor Logits(Tensor ids, Tensor attentionMask)
+    {
+        using var _ = no_grad();
+        return Forward(PlainOps.Instance, new Act(WordEmbeddings(ids)), attentionMask).X;
+    }
+
+    private Act SelfAttention(TensorOps ops, Act h, Tensor? bias, EncoderLayerWeights w)
+    {
+        int heads = Config.Heads;
+        long headDim = Config.HiddenSize / heads;
+        Tensor SplitHeads(Tensor t) => t.reshape(t.shape[0], t.shape[1], heads, headDim).transpose(1, 2);
+        var q = ops.Map(ops.Linear(h, w.Query, w.QueryBias), SplitHeads);
+        var k = ops.Map(ops.Linear(h, w.Key, w.KeyBias), t => SplitHeads(t).transpose(-1, -2));
+        var v = ops.Map(ops.Linear(h, w.Value, w.ValueBias), SplitHeads);
+        double scale = 1.0 / Math.Sqrt(headDim);
+        var scores = ops.Map(ops.MatMul(q, k), t => bias is null ? t * scale : t * scale + bias);
+        var probs = ops.Softmax(scores, -1);
+        var context = ops.Map(ops.MatMul(probs, v), t => t.transpose(1, 2).reshape(t.shape[0], t.shape[2], -1));
+        return ops.Linear(context, w.AttentionOut, w.AttentionOutBias);
+    }
+
+    public static Activation ActivationFor(string hiddenAct) => hiddenAct switch
+    {
+        "gelu" => Activation.GeluErf,
+        "gelu_new" or "gelu_pytorch_tanh" or "gelu_fast" => Activation.GeluTanh,
+        "relu" => Activation.Relu,
+        "tanh" => Activation.Tanh,
+        _ => throw new ModelLoadException($"Unsupported hidden_act '{hiddenAct}' (supported: gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, tanh)", field: "hidden_act"),
+    };
+
+    public void Dispose()
+    {
+        WordEmbeddingTable.Dispose();
+        PositionEmbeddings.Dispose();
+        TokenTypeEmbeddings?.Dispose();
+        EmbeddingNormWeight.Dispose();
+        EmbeddingNormBias.Dispose();
+        foreach (var l in Layers) l.Convert(t => { t.Dispose(); return t; });
+        HeadDense?.Dispose();
+        HeadDenseBias?.Dispose();
+        Classifier?.Dispose();
+        ClassifierBias?.Dispose();
+    }
+}
