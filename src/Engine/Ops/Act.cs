@@ -13,4 +13,4 @@ public readonly record struct Act(Tensor X, Tensor? R = null)
 }
 
 /// <summary>Elementwise nonlinearities the supported models use.</summary>
-public enum Activation { GeluErf, GeluTanh, Relu, Tanh }
+public enum Activation { GeluErf, GeluTanh, Relu, Tanh, Sigmoid }

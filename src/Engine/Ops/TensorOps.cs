@@ -67,6 +67,7 @@ public sealed class PlainOps : TensorOps
         Activation.GeluTanh => GeluTanh(t),
         Activation.Relu => nn.functional.relu(t),
         Activation.Tanh => t.tanh(),
+        Activation.Sigmoid => t.sigmoid(),
         _ => throw new ArgumentOutOfRangeException(nameof(activation)),
     };
 

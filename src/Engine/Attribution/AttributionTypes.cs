@@ -1,0 +1,68 @@
+using AttributionFleet.Engine.Rules;
+using static TorchSharp.torch;
+
+namespace AttributionFleet.Engine.Attribution;
+
+/// <summary>What scalar of the model is explained.</summary>
+public enum OutputKind
+{
+    /// <summary>The raw logit <c>z_c</c>.</summary>
+    Logit,
+    /// <summary><c>z_c − mean_k z_k</c>: softmax-invariant; Shrikumar et al.'s softmax normalization done right (default).</summary>
+    CenteredLogit,
+    /// <summary><c>softmax(z)_c</c>, with the final softmax under the softmax rule.</summary>
+    Probability,
+}
+
+public enum Precision { Float32, Float64 }
+
+/// <summary>Quadrature for Integrated Gradients.</summary>
+public enum IntegrationRule { GaussLegendre, RiemannTrapezoid }
+
+/// <summary>A request was malformed: <see cref="Field"/> names the offending field.</summary>
+public sealed class AttributionRequestException : Exception
+{
+    public string Field { get; }
+    public AttributionRequestException(string field, string message) : base(message) => Field = field;
+}
+
+/// <summary>
+/// A batch to explain, at the word-embedding level. <see cref="ReferenceEmbeddings"/> has batch size B or 1
+/// (one reference shared by every text, e.g. all texts of one length with the [PAD] reference).
+/// </summary>
+public sealed record AttributionBatch(Tensor Ids, Tensor AttentionMask, IReadOnlyList<Tensor> ReferenceEmbeddings, long[] Targets)
+{
+    public long Size => Ids.shape[0];
+}
+
+/// <summary>Options shared by the methods.</summary>
+public sealed record MethodOptions
+{
+    public OutputKind Output { get; init; } = OutputKind.CenteredLogit;
+    public SoftmaxRuleKind SoftmaxRule { get; init; } = SoftmaxRuleKind.Exact;
+    /// <summary>Integrated Gradients / GradientSHAP path points.</summary>
+    public int Steps { get; init; } = 50;
+    public IntegrationRule Integration { get; init; } = IntegrationRule.GaussLegendre;
+    /// <summary>Largest number of (text × step) rows per forward/backward in IG and GradientSHAP.</summary>
+    public int MaxRowsPerPass { get; init; } = 64;
+    /// <summary>GradientSHAP: samples per text and the noise added to each.</summary>
+    public int Samples { get; init; } = 20;
+    public double NoiseStdDev { get; init; } = 0.0;
+    public int Seed { get; init; } = 0;
+    /// <summary>Compute float32 rescale multipliers in float64 (recommended by the design note).</summary>
+    public bool PromoteMultipliers { get; init; } = true;
+}
+
+/// <summary>
+/// Per-token contributions of one batch. <see cref="Attributions"/> [B, L, H], <see cref="Scores"/> [B, L]
+/// (summed over the hidden dimension), <see cref="Fx"/>, <see cref="Fx0"/>, <see cref="Delta"/> [B] with
+/// <c>delta = f(x) − f(x0) − Σ scores</c>. All float64 on the CPU.
+/// </summary>
+public sealed record AttributionOutput(Tensor Attributions, Tensor Scores, Tensor Fx, Tensor Fx0, Tensor Delta);
+
+/// <summary>One attribution method, one entry point.</summary>
+public interface IAttributionMethod
+{
+    string Name { get; }
+    AttributionOutput Attribute(Models.TransformerClassifier model, AttributionBatch batch, MethodOptions options);
+}

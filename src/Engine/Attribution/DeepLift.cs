@@ -1,0 +1,70 @@
+using AttributionFleet.Engine.Models;
+using AttributionFleet.Engine.Ops;
+using static TorchSharp.torch;
+
+namespace AttributionFleet.Engine.Attribution;
+
+/// <summary>
+/// Exact DeepLift: one forward pass carrying input and reference together through the exact rules, one
+/// backward pass for the multipliers at the word-embedding output; <c>C = (x − x0) · m</c>. Summation-to-delta
+/// holds to rounding for the exact softmax rule; the other rules report whatever delta they leave.
+/// </summary>
+public sealed class DeepLift : IAttributionMethod
+{
+    public string Name => "deeplift";
+
+    public AttributionOutput Attribute(TransformerClassifier model, AttributionBatch batch, MethodOptions options)
+    {
+        if (batch.ReferenceEmbeddings.Count != 1)
+            throw new AttributionRequestException("reference", "DeepLift takes exactly one reference (use deeplift-shap for several)");
+        AttributionMath.CheckTargets(batch.Targets, model.OutputSize);
+        return AttributeOne(model, batch, batch.ReferenceEmbeddings[0], options);
+    }
+
+    internal static AttributionOutput AttributeOne(TransformerClassifier model, AttributionBatch batch, Tensor reference, MethodOptions options)
+    {
+        using var scope = NewDisposeScope();
+        using var grad = enable_grad();
+        var x = model.WordEmbeddings(batch.Ids).detach().requires_grad_(true);
+        var r = reference.detach();
+        var ops = new DeepLiftOps(options.SoftmaxRule, options.PromoteMultipliers);
+        var logits = model.Forward(ops, new Act(x, r), batch.AttentionMask);
+        var f = TargetOutput.Select(ops, logits, batch.Targets, options.Output);
+        f.X.sum().backward();
+        var attributions = (x.detach() - r) * x.grad!;
+        var result = AttributionMath.Finish(attributions, f.X, f.Ref);
+        return Detach(result, scope);
+    }
+
+    internal static AttributionOutput Detach(AttributionOutput o, TorchSharp.DisposeScope scope)
+    {
+        scope.MoveToOuter(o.Attributions, o.Scores, o.Fx, o.Fx0, o.Delta);
+        return o;
+    }
+}
+
+/// <summary>
+/// DeepLiftShap: exact DeepLift against each of several references, attributions averaged; delta is taken
+/// against the mean of the references' outputs, so it stays at rounding level too.
+/// </summary>
+public sealed class DeepLiftShap : IAttributionMethod
+{
+    public string Name => "deeplift-shap";
+
+    public AttributionOutput Attribute(TransformerClassifier model, AttributionBatch batch, MethodOptions options)
+    {
+        if (batch.ReferenceEmbeddings.Count == 0) throw new AttributionRequestException("reference", "deeplift-shap needs at least one reference");
+        AttributionMath.CheckTargets(batch.Targets, model.OutputSize);
+        using var scope = NewDisposeScope();
+        Tensor? attr = null, fx0 = null, fx = null;
+        foreach (var reference in batch.ReferenceEmbeddings)
+        {
+            var one = DeepLift.AttributeOne(model, batch, reference, options);
+            attr = attr is null ? one.Attributions : attr + one.Attributions;
+            fx0 = fx0 is null ? one.Fx0 : fx0 + one.Fx0;
+            fx = one.Fx;
+        }
+        int n = batch.ReferenceEmbeddings.Count;
+        return DeepLift.Detach(AttributionMath.Finish(attr! / n, fx!, fx0! / n), scope);
+    }
+}

@@ -1,0 +1,21 @@
+using AttributionFleet.Engine.Ops;
+
+namespace AttributionFleet.Engine.Rules;
+
+/// <summary>
+/// LayerNorm over the last dimension, decomposed into conserving steps:
+/// <c>a = x − mean(x)</c> (linear); <c>q = a²</c> (square rule, m = a + a0); <c>v = mean(q)</c> (linear);
+/// <c>r = (v + eps)^(−1/2)</c> (closed-form rescale); <c>n = a · r</c> (product rule); <c>y = γ n + β</c> (linear).
+/// </summary>
+public static class LayerNormRule
+{
+    public static Act Apply(TensorOps ops, Act x, TorchSharp.torch.Tensor weight, TorchSharp.torch.Tensor bias, double eps, bool promote)
+    {
+        var centered = ops.Map(x, t => t - t.mean(new long[] { -1 }, keepdim: true));
+        var squared = RescaleRule.Square(centered, promote);
+        var variance = ops.Map(squared, t => t.mean(new long[] { -1 }, keepdim: true));
+        var inverseStd = RescaleRule.InverseSqrt(variance, eps, promote);
+        var normalized = ProductRule.Mul(centered, inverseStd);
+        return ops.Map(normalized, t => t * weight + bias);
+    }
+}
