@@ -1,0 +1,69 @@
+using AttributionFleet.Engine.Text;
+
+namespace AttributionFleet.Cli.Commands;
+
+/// <summary><c>fleet explain --model DIR [--method …] [--json] "text" …</c></summary>
+public static class ExplainCommand
+{
+    public const string Usage =
+        "fleet explain --model DIR [--method deeplift|deeplift-shap|integrated-gradients|gradient-shap|saliency|input-x-gradient]\n" +
+        "              [--target LABEL|INDEX] [--output logit|centered-logit|probability] [--softmax-rule exact|rescale|row-mean]\n" +
+        "              [--precision float32|float64] [--steps N] [--integration gauss-legendre|riemann-trapezoid] [--samples N]\n" +
+        "              [--reference pad|mask|unk|zero|\"text\"] (repeat --reference for the SHAP methods)\n" +
+        "              [--batch-size N] [--max-length N] [--json] [--input texts.txt|texts.jsonl] [\"text\" ...]";
+
+    public static readonly string[] ValueOptions =
+        { "model", "method", "target", "output", "softmax-rule", "precision", "steps", "integration", "samples", "reference", "batch-size", "max-length", "input", "device" };
+
+    public static ExplainRequest Request(CommandLine cl)
+    {
+        var method = cl.Value("method") ?? "deeplift";
+        var references = cl.Values("reference").ToList();
+        if (references.Count == 0)
+            references = method is "deeplift-shap" or "gradient-shap" ? new List<string> { "pad", "mask", "unk", "zero" } : new List<string> { "pad" };
+        var defaults = new ExplainRequest();
+        return new ExplainRequest
+        {
+            Method = method,
+            Target = cl.Value("target"),
+            Output = cl.Value("output") ?? defaults.Output,
+            SoftmaxRule = cl.Value("softmax-rule") ?? defaults.SoftmaxRule,
+            Precision = cl.Value("precision") ?? defaults.Precision,
+            Steps = cl.Int("steps", defaults.Steps),
+            Integration = cl.Value("integration") ?? defaults.Integration,
+            Samples = cl.Int("samples", defaults.Samples),
+            References = references,
+            BatchSize = cl.Int("batch-size", defaults.BatchSize),
+            MaxLength = cl.Value("max-length") is null ? null : cl.Int("max-length", 0),
+        };
+    }
+
+    public static int Run(string[] args, TextWriter stdout)
+    {
+        var cl = new CommandLine(args, ValueOptions, new[] { "json" });
+        var request = Request(cl);
+        request.Validate();
+        var texts = TextInput.Read(cl);
+        using var model = LoadedModel.Load(ModelResolver.Resolve(cl.Value("model")), DeviceSelector.Resolve(cl.Value("device")));
+        var results = new TextExplainer(model).Explain(texts.Select(t => t.Text).ToList(), request);
+        bool color = Output.UseColor;
+        for (int i = 0; i < results.Count; i++)
+        {
+            var e = results[i];
+            if (cl.Flag("json"))
+            {
+                stdout.WriteLine(Output.Line(Output.ExplanationJson(e, texts[i].Id)));
+                continue;
+            }
+            stdout.WriteLine($"text       {e.Text}{(e.Truncated ? "  (truncated)" : "")}");
+            stdout.WriteLine($"prediction {e.Prediction.Label} (p = {e.Prediction.Probability:0.0000})   target {e.TargetLabel} [{e.Output}]   method {e.Method}/{e.SoftmaxRule}/{e.Precision}");
+            stdout.WriteLine($"f(x) {e.Fx:0.000000}   f(x0) {e.Fx0:0.000000}   delta {e.Delta:E2}   relative delta {e.RelativeDelta:E2}");
+            stdout.WriteLine("tokens     " + Output.ColoredTokens(e.Tokens, e.Scores, color));
+            int width = Math.Max(5, e.Tokens.Max(t => t.Length));
+            foreach (var (token, score) in e.Tokens.Zip(e.Scores))
+                stdout.WriteLine($"  {token.PadRight(width)} {score,12:+0.000000;-0.000000;0}");
+            stdout.WriteLine();
+        }
+        return 0;
+    }
+}

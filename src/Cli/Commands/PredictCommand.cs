@@ -1,0 +1,29 @@
+using AttributionFleet.Engine.Text;
+
+namespace AttributionFleet.Cli.Commands;
+
+/// <summary><c>fleet predict --model DIR [--json] [--input FILE] "text" …</c></summary>
+public static class PredictCommand
+{
+    public const string Usage = "fleet predict --model DIR [--json] [--batch-size N] [--max-length N] [--input texts.txt|texts.jsonl] [\"text\" ...]";
+
+    public static int Run(string[] args, TextWriter stdout)
+    {
+        var cl = new CommandLine(args, new[] { "model", "input", "batch-size", "max-length", "device" }, new[] { "json" });
+        var texts = TextInput.Read(cl);
+        using var model = LoadedModel.Load(ModelResolver.Resolve(cl.Value("model")), DeviceSelector.Resolve(cl.Value("device")));
+        var explainer = new TextExplainer(model);
+        var results = explainer.Predict(texts.Select(t => t.Text).ToList(), cl.Int("batch-size", 32), cl.Value("max-length") is null ? null : cl.Int("max-length", 0));
+        for (int i = 0; i < results.Count; i++)
+        {
+            var r = results[i];
+            if (cl.Flag("json")) stdout.WriteLine(Output.Line(Output.PredictionJson(r, texts[i].Id)));
+            else
+            {
+                var probs = string.Join("  ", r.Probabilities.Select((p, k) => $"{model.Config.Labels.ElementAtOrDefault(k) ?? k.ToString()}={p:0.0000}"));
+                stdout.WriteLine($"{r.Prediction.Label,-12} {r.Prediction.Probability:0.0000}  [{probs}]{(r.Truncated ? "  (truncated)" : "")}  {r.Text}");
+            }
+        }
+        return 0;
+    }
+}

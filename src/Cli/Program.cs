@@ -1,0 +1,42 @@
+using AttributionFleet.Cli;
+using AttributionFleet.Cli.Commands;
+using AttributionFleet.Engine;
+using AttributionFleet.Engine.Attribution;
+
+var commands = new Dictionary<string, (Func<string[], TextWriter, int> Run, string Usage)>
+{
+    ["predict"] = (PredictCommand.Run, PredictCommand.Usage),
+    ["explain"] = (ExplainCommand.Run, ExplainCommand.Usage),
+    ["import-onnx"] = (ImportOnnxCommand.Run, ImportOnnxCommand.Usage),
+};
+
+if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
+{
+    Console.WriteLine("fleet: explain text classifiers with exact DeepLift\n");
+    foreach (var (_, (_, usage)) in commands) Console.WriteLine("  " + usage.Replace("\n", "\n  ") + "\n");
+    return args.Length == 0 ? 2 : 0;
+}
+if (!commands.TryGetValue(args[0], out var command))
+{
+    Console.Error.WriteLine($"fleet: unknown command '{args[0]}'; commands: {string.Join(", ", commands.Keys)}");
+    return 2;
+}
+try
+{
+    return command.Run(args[1..], Console.Out);
+}
+catch (UsageException e)
+{
+    Console.Error.WriteLine($"fleet {args[0]}: {e.Message}\nusage: {command.Usage}");
+    return 2;
+}
+catch (AttributionRequestException e)
+{
+    Console.Error.WriteLine($"fleet {args[0]}: invalid {e.Field}: {e.Message}");
+    return 2;
+}
+catch (ModelLoadException e)
+{
+    Console.Error.WriteLine($"fleet {args[0]}: {e.Message}");
+    return 1;
+}

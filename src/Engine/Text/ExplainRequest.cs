@@ -1,0 +1,77 @@
+using AttributionFleet.Engine.Attribution;
+using AttributionFleet.Engine.Rules;
+
+namespace AttributionFleet.Engine.Text;
+
+/// <summary>How to explain: method, target and output, rule, precision, references. Strings as users write them.</summary>
+public sealed record ExplainRequest
+{
+    public string Method { get; init; } = "deeplift";
+    /// <summary>Label name or class index; null explains each text's predicted class.</summary>
+    public string? Target { get; init; }
+    public string Output { get; init; } = "centered-logit";
+    public string SoftmaxRule { get; init; } = "exact";
+    public string Precision { get; init; } = "float32";
+    public int Steps { get; init; } = 50;
+    public string Integration { get; init; } = "gauss-legendre";
+    /// <summary>pad, mask, unk, zero, or a text of the same token length; several for the SHAP methods.</summary>
+    public IReadOnlyList<string> References { get; init; } = new[] { "pad" };
+    public int Samples { get; init; } = 20;
+    /// <summary>Texts per forward pass (after bucketing by token length).</summary>
+    public int BatchSize { get; init; } = 16;
+    /// <summary>Truncation length; null means the model's maximum.</summary>
+    public int? MaxLength { get; init; }
+
+    public static readonly string[] Outputs = { "logit", "centered-logit", "probability" };
+    public static readonly string[] SoftmaxRules = { "exact", "rescale", "row-mean" };
+    public static readonly string[] Precisions = { "float32", "float64" };
+    public static readonly string[] Integrations = { "gauss-legendre", "riemann-trapezoid" };
+
+    public OutputKind ParseOutput() => Output switch
+    {
+        "logit" => OutputKind.Logit,
+        "centered-logit" => OutputKind.CenteredLogit,
+        "probability" => OutputKind.Probability,
+        _ => throw Bad("output", Output, Outputs),
+    };
+
+    public SoftmaxRuleKind ParseSoftmaxRule() => SoftmaxRule switch
+    {
+        "exact" => SoftmaxRuleKind.Exact,
+        "rescale" => SoftmaxRuleKind.Rescale,
+        "row-mean" => SoftmaxRuleKind.RowMean,
+        _ => throw Bad("softmax_rule", SoftmaxRule, SoftmaxRules),
+    };
+
+    public Precision ParsePrecision() => Precision switch
+    {
+        "float32" => Attribution.Precision.Float32,
+        "float64" => Attribution.Precision.Float64,
+        _ => throw Bad("precision", Precision, Precisions),
+    };
+
+    public IntegrationRule ParseIntegration() => Integration switch
+    {
+        "gauss-legendre" => IntegrationRule.GaussLegendre,
+        "riemann-trapezoid" => IntegrationRule.RiemannTrapezoid,
+        _ => throw Bad("integration", Integration, Integrations),
+    };
+
+    /// <summary>Checks every field up front, so a bad request fails before any work.</summary>
+    public void Validate()
+    {
+        AttributionMethods.Create(Method);
+        ParseOutput();
+        ParseSoftmaxRule();
+        ParsePrecision();
+        ParseIntegration();
+        if (Steps < 1 || Steps > 10_000) throw new AttributionRequestException("steps", $"steps must be between 1 and 10000, got {Steps}");
+        if (Samples < 1 || Samples > 10_000) throw new AttributionRequestException("samples", $"samples must be between 1 and 10000, got {Samples}");
+        if (BatchSize < 1) throw new AttributionRequestException("batch_size", $"batch_size must be positive, got {BatchSize}");
+        if (References.Count == 0) throw new AttributionRequestException("reference", "at least one reference is needed");
+        if (MaxLength is < 2) throw new AttributionRequestException("max_length", $"max_length must be at least 2, got {MaxLength}");
+    }
+
+    private static AttributionRequestException Bad(string field, string value, string[] allowed) =>
+        new(field, $"unknown {field} '{value}'; expected one of: {string.Join(", ", allowed)}");
+}

@@ -1,0 +1,73 @@
+using AttributionFleet.Engine.Attribution;
+using AttributionFleet.Engine.Checkpoints;
+using AttributionFleet.Engine.Models;
+using AttributionFleet.Engine.Tokenization;
+using static TorchSharp.torch;
+
+namespace AttributionFleet.Engine.Text;
+
+/// <summary>Picks the compute device: "cuda" when available, else "cpu"; a configured value wins.</summary>
+public static class DeviceSelector
+{
+    public static Device Resolve(string? configured = null)
+    {
+        var name = string.IsNullOrWhiteSpace(configured) || configured == "auto"
+            ? (cuda.is_available() ? "cuda" : "cpu")
+            : configured;
+        if (name.StartsWith("cuda", StringComparison.Ordinal) && !cuda.is_available())
+            throw new ModelLoadException($"Device '{name}' was configured but CUDA is not available in this build or on this machine", field: "device");
+        return new Device(name);
+    }
+}
+
+/// <summary>A model folder loaded once: config, float32 weights (float64 made on first use) and tokenizer.</summary>
+public sealed class LoadedModel : IDisposable
+{
+    private TransformerClassifier? _float64;
+    private readonly object _lock = new();
+
+    public string Directory { get; }
+    public ModelConfig Config => Float32.Config;
+    public TransformerClassifier Float32 { get; }
+    public ITextTokenizer Tokenizer { get; }
+    public Device Device => Float32.Device;
+
+    /// <summary>Size of the weights in bytes (float32), for memory budgets.</summary>
+    public long WeightBytes { get; }
+
+    private LoadedModel(string directory, TransformerClassifier model, ITextTokenizer tokenizer, long bytes)
+    {
+        Directory = directory;
+        Float32 = model;
+        Tokenizer = tokenizer;
+        WeightBytes = bytes;
+    }
+
+    public static LoadedModel Load(string directory, Device? device = null)
+    {
+        var model = ModelLoader.Load(directory, device ?? DeviceSelector.Resolve());
+        try
+        {
+            var tokenizer = TokenizerLoader.Load(directory, model.Config.ModelType);
+            long bytes = new FileInfo(Path.Combine(directory, ModelLoader.WeightsFile)).Length;
+            return new LoadedModel(directory, model, tokenizer, bytes);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    public TransformerClassifier For(Precision precision)
+    {
+        if (precision == Precision.Float32) return Float32;
+        lock (_lock) return _float64 ??= Float32.To(ScalarType.Float64);
+    }
+
+    public void Dispose()
+    {
+        Float32.Dispose();
+        _float64?.Dispose();
+    }
+}
