@@ -1,4 +1,3 @@
-using System.IO.MemoryMappedFiles;
 using System.Text.Json;
 using static TorchSharp.torch;
 
@@ -8,26 +7,24 @@ namespace AttributionFleet.Engine.Checkpoints;
 public sealed record SafeTensorEntry(string Name, string DType, long[] Shape, long Begin, long End);
 
 /// <summary>
-/// Reads a safetensors file through a memory map: the header is parsed and checked up front; each
-/// tensor is copied straight from the mapped pages into its own TorchSharp tensor on request, so the
-/// whole file is never read into one managed array.
+/// Reads a safetensors file by streaming: the header is parsed and checked up front; each tensor is read
+/// from the file straight into its own TorchSharp tensor's storage on request, so the whole file is never
+/// held in one array and no mapped pages inflate the resident set (peak RSS stays near the weights' size).
 /// </summary>
 public sealed class SafeTensorsFile : IDisposable
 {
-    private readonly MemoryMappedFile _map;
-    private readonly MemoryMappedViewAccessor _view;
+    private readonly FileStream _stream;
     private readonly long _dataStart;
 
     public string Path { get; }
     public IReadOnlyDictionary<string, SafeTensorEntry> Entries { get; }
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
-    private SafeTensorsFile(string path, MemoryMappedFile map, MemoryMappedViewAccessor view, long dataStart,
+    private SafeTensorsFile(string path, FileStream stream, long dataStart,
         Dictionary<string, SafeTensorEntry> entries, Dictionary<string, string> metadata)
     {
         Path = path;
-        _map = map;
-        _view = view;
+        _stream = stream;
         _dataStart = dataStart;
         Entries = entries;
         Metadata = metadata;
@@ -81,32 +78,23 @@ public sealed class SafeTensorsFile : IDisposable
         {
             throw new ModelLoadException($"Truncated or corrupted safetensors header in {path}: {e.Message}", path, inner: e);
         }
-        var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-        var view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-        return new SafeTensorsFile(path, map, view, dataStart, entries, metadata);
+        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0);
+        return new SafeTensorsFile(path, stream, dataStart, entries, metadata);
     }
 
     /// <summary>Copies one tensor out of the mapped file; converts to <paramref name="dtype"/> when given.</summary>
-    public unsafe Tensor Load(string name, ScalarType? dtype = null, Device? device = null)
+    public Tensor Load(string name, ScalarType? dtype = null, Device? device = null)
     {
         if (!Entries.TryGetValue(name, out var entry)) throw new ModelLoadException($"Key '{name}' is not in {Path}", Path, name);
         var type = SafeTensorsDType.Parse(entry.DType)!.Value;
         var tensor = empty(entry.Shape, type);
         long bytes = entry.End - entry.Begin;
+        if (bytes > int.MaxValue)
+            throw new ModelLoadException($"Key '{name}' in {Path} is {bytes} bytes; tensors over 2 GiB are not supported", Path, name);
         if (bytes > 0)
         {
-            byte* basePtr = null;
-            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref basePtr);
-            try
-            {
-                byte* src = basePtr + _view.PointerOffset + _dataStart + entry.Begin;
-                // The setter copies straight into the tensor's native storage (no managed array in between).
-                tensor.bytes = new Span<byte>(src, checked((int)bytes));
-            }
-            finally
-            {
-                _view.SafeMemoryMappedViewHandle.ReleasePointer();
-            }
+            _stream.Position = _dataStart + entry.Begin;
+            _stream.ReadExactly(tensor.bytes); // the span is the tensor's own native storage
         }
         if (dtype is { } target && target != type)
         {
@@ -125,7 +113,6 @@ public sealed class SafeTensorsFile : IDisposable
 
     public void Dispose()
     {
-        _view.Dispose();
-        _map.Dispose();
+        _stream.Dispose();
     }
 }

@@ -1,0 +1,247 @@
+using System.Diagnostics;
+using AttributionFleet.Engine.Attribution;
+using AttributionFleet.Engine.Models;
+using AttributionFleet.Engine.Ops;
+using AttributionFleet.Engine.Rules;
+using AttributionFleet.Engine.Text;
+using Microsoft.ML.OnnxRuntime;
+using static TorchSharp.torch;
+
+namespace AttributionFleet.Cli.Commands;
+
+/// <summary>
+/// <c>fleet bench predict|attribute</c>: figures, not pass/fail. Warm-up runs are excluded; each figure is the
+/// median of <c>--repeats</c> runs; ratios are measured in the same process and run.
+/// </summary>
+public static class BenchCommand
+{
+    public const string Usage =
+        "fleet bench predict   [--batch 32] [--length 128] [--repeats 3] [--threads N]\n" +
+        "fleet bench attribute [--batch 16] [--length 128] [--layers 12] [--repeats 3] [--ig-texts 2] [--steps 50] [--rules] [--precision float32|float64] [--threads N]\n" +
+        "fleet bench fleet     (see fleet bench fleet --help)";
+
+    private static readonly string[] Options = { "batch", "length", "repeats", "threads", "layers", "ig-texts", "steps", "precision" };
+
+    public static int Run(string[] args, TextWriter stdout)
+    {
+        if (args.Length == 0) throw new UsageException("usage: " + Usage);
+        var rest = args[1..];
+        switch (args[0])
+        {
+            case "predict": return Predict(new CommandLine(rest, Options, Array.Empty<string>()), stdout);
+            case "attribute": return Attribute(new CommandLine(rest, Options, new[] { "rules" }), stdout);
+            case "rss": return LoadRss(rest, stdout);
+            default:
+                throw new UsageException($"unknown benchmark '{args[0]}'; usage: {Usage}");
+        }
+    }
+
+    private static void SetThreads(CommandLine cl)
+    {
+        int threads = cl.Int("threads", 0);
+        if (threads > 0) set_num_threads(threads);
+    }
+
+    /// <summary>Median seconds of <paramref name="repeats"/> runs after one warm-up.</summary>
+    internal static double Median(int repeats, Action run)
+    {
+        run();
+        var times = new List<double>();
+        for (int i = 0; i < repeats; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            run();
+            times.Add(sw.Elapsed.TotalSeconds);
+        }
+        times.Sort();
+        return times[times.Count / 2];
+    }
+
+    internal static long[,] RandomIds(int batch, int length, int vocab, int seed)
+    {
+        var rng = new Random(seed);
+        var ids = new long[batch, length];
+        for (int b = 0; b < batch; b++)
+        {
+            for (int t = 0; t < length; t++) ids[b, t] = rng.Next(1000, vocab);
+            ids[b, 0] = 101;
+            ids[b, length - 1] = 102;
+        }
+        return ids;
+    }
+
+    /// <summary>A random bert-base-sized checkpoint (12 layers, 768, 12 heads, 3072, bert-base-uncased vocab), made once in the cache.</summary>
+    internal static string BertBaseDir(int layers = 12)
+    {
+        var dir = Path.Combine(MiniLmAssets.CacheRoot, layers == 12 ? "bench-bert-base" : $"bench-bert-base-{layers}l");
+        if (File.Exists(Path.Combine(dir, "model.safetensors"))) return dir;
+        var config = RandomModels.BertConfig(layers, 768, 12, 3072, 30522, 2);
+        using var model = RandomModels.Create(config, seed: 0, std: 0.02);
+        Directory.CreateDirectory(dir);
+        File.Copy(Path.Combine(MiniLmAssets.EnsureExtracted(), "vocab.txt"), Path.Combine(dir, "vocab.txt"), overwrite: true);
+        RandomModels.Save(model, dir);
+        return dir;
+    }
+
+    /// <summary>FLOPs of one forward pass of a BERT encoder over <paramref name="length"/> tokens (multiply-add = 2).</summary>
+    internal static double ForwardFlops(Engine.Checkpoints.ModelConfig c, int length)
+    {
+        double h = c.HiddenSize, i = c.IntermediateSize;
+        double perTokenPerLayer = 2 * (4 * h * h + 2 * h * i) + 2 * 2 * length * h;
+        return perTokenPerLayer * c.Layers * length;
+    }
+
+    /// <summary>libtorch's own float32 matrix-multiply rate here: the ceiling for these models.</summary>
+    internal static double MatmulGflops()
+    {
+        using var scope = NewDisposeScope();
+        var a = randn(2048, 768);
+        var b = randn(768, 3072);
+        double seconds = Median(3, () => a.matmul(b).sum().item<float>());
+        return 2.0 * 2048 * 768 * 3072 / seconds / 1e9;
+    }
+
+    private static int Predict(CommandLine cl, TextWriter stdout)
+    {
+        SetThreads(cl);
+        int batch = cl.Int("batch", 32), length = cl.Int("length", 128), repeats = cl.Int("repeats", 3);
+        stdout.WriteLine($"bench predict: batch {batch}, length {length}, {get_num_threads()} torch threads, median of {repeats}");
+
+        // MiniLM: TorchSharp engine vs ONNX Runtime, same ids, same process.
+        var minilmDir = MiniLmAssets.EnsureImported();
+        var ids = RandomIds(batch, length, 30522, seed: 1);
+        double torchSeconds, ortSeconds;
+        using (var model = LoadedModel.Load(minilmDir, CPU))
+        {
+            var idsT = tensor(ids);
+            var mask = ones_like(idsT);
+            torchSeconds = Median(repeats, () =>
+            {
+                using var scope = NewDisposeScope();
+                using var _ = no_grad();
+                model.Float32.Encode(PlainOps.Instance, new Act(model.Float32.WordEmbeddings(idsT)), mask).X.sum().item<float>();
+            });
+        }
+        using (var session = new InferenceSession(MiniLmAssets.OnnxPath))
+        {
+            var flat = ids.Cast<long>().ToArray();
+            var shape = new long[] { batch, length };
+            ortSeconds = Median(repeats, () =>
+            {
+                using var inputIds = OrtValue.CreateTensorValueFromMemory(flat, shape);
+                using var maskV = OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, flat.Length).ToArray(), shape);
+                using var types = OrtValue.CreateTensorValueFromMemory(new long[flat.Length], shape);
+                var inputs = new Dictionary<string, OrtValue> { ["input_ids"] = inputIds, ["attention_mask"] = maskV, ["token_type_ids"] = types };
+                using var results = session.Run(new RunOptions(), inputs, session.OutputNames);
+            });
+        }
+        stdout.WriteLine($"MiniLM (6 layers, 384)  engine {batch / torchSeconds,8:F1} texts/s   ONNX Runtime {batch / ortSeconds,8:F1} texts/s   engine/ORT {ortSeconds / torchSeconds:F2}x");
+
+        var baseDir = BertBaseDir();
+        using (var model = LoadedModel.Load(baseDir, CPU))
+        {
+            var idsT = tensor(ids);
+            var mask = ones_like(idsT);
+            double s = Median(repeats, () =>
+            {
+                using var scope = NewDisposeScope();
+                model.Float32.Logits(idsT, mask).sum().item<float>();
+            });
+            double gflop = ForwardFlops(model.Config, length) * batch / 1e9;
+            stdout.WriteLine($"bert-base-sized (12 layers, 768)  {batch / s,8:F2} texts/s   {gflop / s:F1} GFLOP/s");
+        }
+
+        // Peak RSS of a fresh process that loads the bert-base checkpoint (nothing else).
+        var (rss, fileBytes) = MeasureLoadRss(baseDir);
+        stdout.WriteLine($"peak RSS after loading bert-base: {rss / 1048576.0:F0} MiB for a {fileBytes / 1048576.0:F0} MiB checkpoint = {(double)rss / fileBytes:F2}x the file size");
+        stdout.WriteLine($"matmul ceiling (libtorch float32): {MatmulGflops():F1} GFLOP/s");
+        return 0;
+    }
+
+    internal static (long PeakRss, long FileBytes) MeasureLoadRss(string dir)
+    {
+        var exe = Environment.ProcessPath!;
+        var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, UseShellExecute = false };
+        if (Path.GetFileNameWithoutExtension(exe) == "dotnet") psi.ArgumentList.Add(typeof(BenchCommand).Assembly.Location);
+        foreach (var a in new[] { "bench", "rss", dir }) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var line = p.StandardOutput.ReadToEnd().Trim();
+        p.WaitForExit();
+        var parts = line.Split(' ');
+        return (long.Parse(parts[0]), long.Parse(parts[1]));
+    }
+
+    /// <summary>Child-process mode: load the checkpoint, print "peakRssBytes fileBytes".</summary>
+    private static int LoadRss(string[] args, TextWriter stdout)
+    {
+        using var model = Engine.Models.ModelLoader.Load(args[0], CPU);
+        stdout.WriteLine($"{PeakRssBytes()} {new FileInfo(Path.Combine(args[0], "model.safetensors")).Length}");
+        return 0;
+    }
+
+    /// <summary>VmHWM from /proc/self/status (peak resident set size).</summary>
+    internal static long PeakRssBytes()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+        return 0;
+    }
+
+    private static int Attribute(CommandLine cl, TextWriter stdout)
+    {
+        SetThreads(cl);
+        int batch = cl.Int("batch", 16), length = cl.Int("length", 128), repeats = cl.Int("repeats", 3), layers = cl.Int("layers", 12);
+        int igTexts = cl.Int("ig-texts", 2), steps = cl.Int("steps", 50);
+        var precision = cl.Value("precision") == "float64" ? Precision.Float64 : Precision.Float32;
+        stdout.WriteLine($"bench attribute: bert-base-sized ({layers} layers, 768, 12 heads, 3072), random init std 0.02, batch {batch}, length {length}, {precision}, {get_num_threads()} torch threads, median of {repeats}");
+        using var loaded = LoadedModel.Load(BertBaseDir(layers), CPU);
+        var model = loaded.For(precision);
+        var ids = tensor(RandomIds(batch, length, 30522, seed: 2));
+        var mask = ones_like(ids);
+        var refIds = zeros_like(ids[..1]);
+        refIds[0, 0] = 101;
+        refIds[0, length - 1] = 102;
+        var reference = model.WordEmbeddings(refIds);
+        var targets = Enumerable.Repeat(1L, batch).ToArray();
+        double flops = ForwardFlops(model.Config, length) * batch;
+
+        double forward = Median(repeats, () =>
+        {
+            using var scope = NewDisposeScope();
+            model.Logits(ids, mask).sum().item<float>();
+        });
+        stdout.WriteLine($"forward                {forward / batch,8:F3} s/text  {batch / forward,8:F2} texts/s  {batch * length / forward,9:F0} tokens/s  {flops / forward / 1e9,6:F1} GFLOP/s");
+
+        var rules = cl.Flag("rules") ? new[] { SoftmaxRuleKind.Exact, SoftmaxRuleKind.Rescale, SoftmaxRuleKind.RowMean } : new[] { SoftmaxRuleKind.Exact };
+        double deeplift = 0;
+        foreach (var rule in rules)
+        {
+            AttributionOutput? result = null;
+            var options = new MethodOptions { Output = OutputKind.Logit, SoftmaxRule = rule };
+            double s = Median(rule == SoftmaxRuleKind.Exact ? repeats : 1, () =>
+                result = new DeepLift().Attribute(model, new AttributionBatch(ids, mask, new[] { reference }, targets), options));
+            if (rule == SoftmaxRuleKind.Exact) deeplift = s;
+            var rel = (result!.Delta.abs() / (result.Fx - result.Fx0).abs()).to_type(ScalarType.Float64);
+            var sorted = rel.sort().Values;
+            stdout.WriteLine($"deeplift/{rule,-8}       {s / batch,8:F3} s/text  {batch / s,8:F2} texts/s  cost {s / forward:F2}x forward   " +
+                $"max|delta| {result.Delta.abs().max().item<double>():E2}  relative delta median {sorted[sorted.shape[0] / 2].item<double>():E2} max {sorted[-1].item<double>():E2}");
+        }
+
+        if (igTexts > 0)
+        {
+            var igIds = ids[..igTexts];
+            AttributionOutput? ig = null;
+            double s = Median(1, () => ig = new IntegratedGradients().Attribute(model,
+                new AttributionBatch(igIds, ones_like(igIds), new[] { reference }, targets[..igTexts]),
+                new MethodOptions { Output = OutputKind.Logit, Steps = steps, MaxRowsPerPass = 16 }));
+            double perText = s / igTexts;
+            var rel = (ig!.Delta.abs() / (ig.Fx - ig.Fx0).abs()).max().item<double>();
+            stdout.WriteLine($"integrated-gradients/{steps} {perText,8:F3} s/text  {1 / perText,8:F3} texts/s  cost {perText / (forward / batch):F1}x forward   max relative delta {rel:E2}   DeepLift is {perText / (deeplift / batch):F1}x cheaper");
+        }
+        double ceiling = MatmulGflops();
+        stdout.WriteLine($"matmul ceiling {ceiling:F1} GFLOP/s; forward reaches {flops / forward / 1e9 / ceiling:P0}, DeepLift (forward-equivalent FLOPs x3) {3 * flops / deeplift / 1e9 / ceiling:P0}");
+        stdout.WriteLine($"peak RSS {PeakRssBytes() / 1048576.0:F0} MiB");
+        return 0;
+    }
+}
