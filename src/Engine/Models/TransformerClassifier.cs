@@ -139,11 +139,16 @@ public sealed class TransformerClassifier : IDisposable
         var activation = ActivationFor(Config.HiddenAct);
         foreach (var layer in Layers)
         {
-            var attended = SelfAttention(ops, h, bias, layer);
-            h = ops.LayerNorm(ops.Add(attended, h), layer.AttentionNormWeight, layer.AttentionNormBias, Config.LayerNormEps);
-            var inner = ops.Apply(ops.Linear(h, layer.Intermediate, layer.IntermediateBias), activation);
-            var ffn = ops.Linear(inner, layer.Output, layer.OutputBias);
-            h = ops.LayerNorm(ops.Add(ffn, h), layer.OutputNormWeight, layer.OutputNormBias, Config.LayerNormEps);
+            // One dispose scope per layer: temporaries' handles go at the end of each layer, not of the pass.
+            var input = h;
+            h = ActScope.Run(() =>
+            {
+                var attended = SelfAttention(ops, input, bias, layer);
+                var mid = ops.LayerNorm(ops.Add(attended, input), layer.AttentionNormWeight, layer.AttentionNormBias, Config.LayerNormEps);
+                var inner = ops.Apply(ops.Linear(mid, layer.Intermediate, layer.IntermediateBias), activation);
+                var ffn = ops.Linear(inner, layer.Output, layer.OutputBias);
+                return ops.LayerNorm(ops.Add(ffn, mid), layer.OutputNormWeight, layer.OutputNormBias, Config.LayerNormEps);
+            });
         }
         return h;
     }

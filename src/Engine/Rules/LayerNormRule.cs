@@ -9,7 +9,10 @@ namespace AttributionFleet.Engine.Rules;
 /// </summary>
 public static class LayerNormRule
 {
-    public static Act Apply(TensorOps ops, Act x, TorchSharp.torch.Tensor weight, TorchSharp.torch.Tensor bias, double eps, bool promote)
+    public static Act Apply(TensorOps ops, Act x, TorchSharp.torch.Tensor weight, TorchSharp.torch.Tensor bias, double eps, bool promote) =>
+        ActScope.Run(() => Decompose(ops, x, weight, bias, eps, promote));
+
+    private static Act Decompose(TensorOps ops, Act x, TorchSharp.torch.Tensor weight, TorchSharp.torch.Tensor bias, double eps, bool promote)
     {
         var centered = ops.Map(x, t => t - t.mean(new long[] { -1 }, keepdim: true));
         var squared = RescaleRule.Square(centered, promote);

@@ -14,7 +14,10 @@ public static class ProductRule
 
     public static Act MatMul(Act a, Act b) => Bilinear(a, b, (x, y) => x.matmul(y));
 
-    private static Act Bilinear(Act a, Act b, Func<Tensor, Tensor, Tensor> product)
+    private static Act Bilinear(Act a, Act b, Func<Tensor, Tensor, Tensor> product) =>
+        ActScope.Run(() => BilinearUnscoped(a, b, product));
+
+    private static Act BilinearUnscoped(Act a, Act b, Func<Tensor, Tensor, Tensor> product)
     {
         Tensor z, z0, aMean, bMean;
         using (no_grad())

@@ -10,21 +10,33 @@ namespace AttributionFleet.Engine.Rules;
 /// </summary>
 public static class RescaleRule
 {
-    /// <summary>Generic rescale with the derivative as the <c>Δx = 0</c> fallback.</summary>
-    public static Act Apply(Act a, Func<Tensor, Tensor> g, Func<Tensor, Tensor> derivative, bool promote)
-    {
-        var x = a.X;
-        var x0 = a.Ref;
-        Tensor y, y0;
-        using (no_grad())
+    /// <summary>
+    /// Evaluates <c>g</c> once per half — in float64 for float32 activations when <paramref name="promote"/> (the
+    /// difference of two float32 numbers is exact in float64; values and multiplier are rounded once) — and
+    /// hands <c>(x, x0, g(x), g(x0))</c> to <paramref name="multiplier"/>.
+    /// </summary>
+    public static Act Elementwise(Act a, Func<Tensor, Tensor> g, Func<Tensor, Tensor, Tensor, Tensor, Tensor> multiplier, bool promote) =>
+        ActScope.Run(() =>
         {
-            y = g(x.detach());
-            y0 = g(x0);
-        }
-        var m = Multipliers.InDouble(x, x0, (xd, x0d) =>
-            Multipliers.SafeRatio(g(xd) - g(x0d), xd - x0d, derivative(xd)), promote);
-        return new Act(Multipliers.Override(y, x, m), y0);
-    }
+            var x = a.X;
+            Tensor y, y0, m;
+            using (no_grad())
+            {
+                var work = promote && x.dtype == ScalarType.Float32 ? ScalarType.Float64 : x.dtype;
+                var xd = x.detach().to_type(work);
+                var x0d = a.Ref.to_type(work);
+                var gx = g(xd);
+                var gx0 = g(x0d);
+                m = multiplier(xd, x0d, gx, gx0).to_type(x.dtype);
+                y = gx.to_type(x.dtype);
+                y0 = gx0.to_type(x.dtype);
+            }
+            return new Act(Multipliers.Override(y, x, m), y0);
+        });
+
+    /// <summary>Generic rescale with the derivative as the <c>Δx = 0</c> fallback.</summary>
+    public static Act Apply(Act a, Func<Tensor, Tensor> g, Func<Tensor, Tensor> derivative, bool promote) =>
+        Elementwise(a, g, (x, x0, gx, gx0) => Multipliers.SafeRatio(gx - gx0, x - x0, () => derivative(x)), promote);
 
     /// <summary>An activation by kind, each with its exact derivative for the fallback.</summary>
     public static Act Activation(Act a, Activation kind, bool promote) => kind switch
@@ -52,82 +64,34 @@ public static class RescaleRule
     /// <summary>
     /// <c>y = exp(x)</c>, Δ = x − x0: <c>m = exp(max(x, x0)) · (−expm1(−|Δ|)) / |Δ|</c>, <c>exp(x)</c> where Δ = 0.
     /// Equal to <c>exp(x0)·expm1(Δ)/Δ</c>, but bounded by <c>exp(max)</c> and never NaN for large Δ in float32.
+    /// (<c>exp(max(x, x0)) = max(e, e0)</c>: no third exponential.)
     /// </summary>
-    public static Act Exp(Act a, bool promote)
-    {
-        var x = a.X;
-        var x0 = a.Ref;
-        Tensor y, y0;
-        using (no_grad())
+    public static Act Exp(Act a, bool promote) =>
+        Elementwise(a, t => t.exp(), (x, x0, e, e0) =>
         {
-            y = x.detach().exp();
-            y0 = x0.exp();
-        }
-        var m = Multipliers.InDouble(x, x0, (xd, x0d) =>
-        {
-            var d = (xd - x0d).abs();
-            return Multipliers.SafeRatio(maximum(xd, x0d).exp() * (-(-d).expm1()), d, xd.exp());
+            var d = (x - x0).abs();
+            return Multipliers.SafeRatio(maximum(e, e0) * (-(-d).expm1()), d, () => e);
         }, promote);
-        return new Act(Multipliers.Override(y, x, m), y0);
-    }
 
     /// <summary>
     /// <c>y = log(s)</c>, s &gt; 0: <c>m = log1p(|s − s0| / min(s, s0)) / |s − s0|</c>, <c>1/s</c> where equal.
     /// (<c>log s − log s0 = ± log1p(|Δ| / min)</c>, so the sign cancels against |Δ|.)
     /// </summary>
-    public static Act Log(Act a, bool promote)
-    {
-        var s = a.X;
-        var s0 = a.Ref;
-        Tensor y, y0;
-        using (no_grad())
+    public static Act Log(Act a, bool promote) =>
+        Elementwise(a, t => t.log(), (s, s0, _, _) =>
         {
-            y = s.detach().log();
-            y0 = s0.log();
-        }
-        var m = Multipliers.InDouble(s, s0, (sd, s0d) =>
-        {
-            var d = (sd - s0d).abs();
-            return Multipliers.SafeRatio((d / minimum(sd, s0d)).log1p(), d, sd.reciprocal());
+            var d = (s - s0).abs();
+            return Multipliers.SafeRatio((d / minimum(s, s0)).log1p(), d, () => s.reciprocal());
         }, promote);
-        return new Act(Multipliers.Override(y, s, m), y0);
-    }
 
     /// <summary><c>y = c²</c>: <c>c² − c0² = (c + c0)(c − c0)</c> ⇒ <c>m = c + c0</c> (exact, no division).</summary>
-    public static Act Square(Act a, bool promote)
-    {
-        var c = a.X;
-        var c0 = a.Ref;
-        Tensor y, y0;
-        using (no_grad())
-        {
-            y = c.detach().square();
-            y0 = c0.square();
-        }
-        var m = Multipliers.InDouble(c, c0, (cd, c0d) => cd + c0d, promote);
-        return new Act(Multipliers.Override(y, c, m), y0);
-    }
+    public static Act Square(Act a, bool promote) =>
+        Elementwise(a, t => t.square(), (c, c0, _, _) => c + c0, promote);
 
     /// <summary>
     /// <c>r = (v + eps)^(−1/2)</c>: with <c>w = v + eps</c>, <c>r − r0 = −(w − w0) (r r0)² / (r + r0)</c>
     /// ⇒ <c>m = −(r r0)² / (r + r0)</c> (exact, no division by Δ).
     /// </summary>
-    public static Act InverseSqrt(Act a, double eps, bool promote)
-    {
-        var v = a.X;
-        var v0 = a.Ref;
-        Tensor r, r0;
-        using (no_grad())
-        {
-            r = (v.detach() + eps).rsqrt();
-            r0 = (v0 + eps).rsqrt();
-        }
-        var m = Multipliers.InDouble(v, v0, (vd, v0d) =>
-        {
-            var rd = (vd + eps).rsqrt();
-            var r0d = (v0d + eps).rsqrt();
-            return -(rd * r0d).square() / (rd + r0d);
-        }, promote);
-        return new Act(Multipliers.Override(r, v, m), r0);
-    }
+    public static Act InverseSqrt(Act a, double eps, bool promote) =>
+        Elementwise(a, t => (t + eps).rsqrt(), (_, _, r, r0) => -(r * r0).square() / (r + r0), promote);
 }

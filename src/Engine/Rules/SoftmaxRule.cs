@@ -17,13 +17,13 @@ public enum SoftmaxRuleKind
 /// <summary>Softmax rules. Only <see cref="Exact"/> conserves; the others exist so users can compare deltas.</summary>
 public static class SoftmaxRule
 {
-    public static Act Apply(TensorOps ops, Act a, long dim, SoftmaxRuleKind kind, bool promote) => kind switch
+    public static Act Apply(TensorOps ops, Act a, long dim, SoftmaxRuleKind kind, bool promote) => ActScope.Run(() => kind switch
     {
         SoftmaxRuleKind.Exact => Exact(ops, a, dim, promote),
         SoftmaxRuleKind.Rescale => Rescale(a, dim, promote, rowMean: false),
         SoftmaxRuleKind.RowMean => Rescale(a, dim, promote, rowMean: true),
         _ => throw new ArgumentOutOfRangeException(nameof(kind)),
-    };
+    });
 
     /// <summary>
     /// <c>u = x − c</c> with one detached shift <c>c = max(rowmax x, rowmax x0)</c> (linear: the same constant on both
@@ -51,17 +51,18 @@ public static class SoftmaxRule
     private static Act Rescale(Act a, long dim, bool promote, bool rowMean)
     {
         var x = a.X;
-        Tensor y, y0;
+        Tensor y, y0, m;
         using (no_grad())
         {
-            y = x.detach().softmax(dim);
-            y0 = a.Ref.softmax(dim);
-        }
-        var m = Multipliers.InDouble(x, a.Ref, (xd, x0d) =>
-        {
+            var work = promote && x.dtype == ScalarType.Float32 ? ScalarType.Float64 : x.dtype;
+            var xd = x.detach().to_type(work);
+            var x0d = a.Ref.to_type(work);
             var yd = xd.softmax(dim);
-            return Multipliers.SafeRatio(yd - x0d.softmax(dim), xd - x0d, yd * (1 - yd));
-        }, promote);
+            var y0d = x0d.softmax(dim);
+            m = Multipliers.SafeRatio(yd - y0d, xd - x0d, () => yd * (1 - yd)).to_type(x.dtype);
+            y = yd.to_type(x.dtype);
+            y0 = y0d.to_type(x.dtype);
+        }
         if (!x.requires_grad) return new Act(y, y0);
         var d = x - x.detach();
         if (rowMean) d = d - d.mean(new[] { dim }, keepdim: true);
