@@ -24,6 +24,7 @@ if (!commands.TryGetValue(args[0], out var command))
 }
 try
 {
+    EngineRuntime.Configure();
     return command.Run(args[1..], Console.Out);
 }
 catch (UsageException e)

@@ -36,11 +36,10 @@ public static class RandomModels
     public static TransformerClassifier Create(ModelConfig c, long seed = 0, double std = 0.02, bool stress = false)
     {
         var gen = new Generator((ulong)seed);
-        using var scope = NewDisposeScope();
-        Tensor W(params long[] shape) => (randn(shape, generator: gen) * std).MoveToOuterDisposeScope();
-        Tensor Bias(long n) => (stress ? randn(new[] { n }, generator: gen) * std : zeros(n)).MoveToOuterDisposeScope();
-        Tensor Gamma(long n) => (stress ? 1 + randn(new[] { n }, generator: gen) * 0.2 : ones(n)).MoveToOuterDisposeScope();
-        Tensor Beta(long n) => (stress ? randn(new[] { n }, generator: gen) * 0.1 : zeros(n)).MoveToOuterDisposeScope();
+        Tensor W(params long[] shape) => (randn(shape, generator: gen) * std);
+        Tensor Bias(long n) => (stress ? randn(new[] { n }, generator: gen) * std : zeros(n));
+        Tensor Gamma(long n) => (stress ? 1 + randn(new[] { n }, generator: gen) * 0.2 : ones(n));
+        Tensor Beta(long n) => (stress ? randn(new[] { n }, generator: gen) * 0.1 : zeros(n));
         long h = c.HiddenSize, inter = c.IntermediateSize, n = c.Labels.Count;
         var layers = Enumerable.Range(0, c.Layers).Select(_ => new EncoderLayerWeights(
             W(h, h), Bias(h), W(h, h), Bias(h), W(h, h), Bias(h), W(h, h), Bias(h), Gamma(h), Beta(h),

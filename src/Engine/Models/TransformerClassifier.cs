@@ -12,6 +12,25 @@ public sealed record EncoderLayerWeights(
     Tensor Intermediate, Tensor IntermediateBias, Tensor Output, Tensor OutputBias,
     Tensor OutputNormWeight, Tensor OutputNormBias)
 {
+    /// <summary>Query, key and value stacked [3H, H] (the three are views into it): one matmul instead of three.</summary>
+    public Tensor? Qkv { get; private init; }
+    public Tensor? QkvBias { get; private init; }
+
+    /// <summary>Stacks Q, K, V into one weight and bias and makes the three views into them.</summary>
+    public EncoderLayerWeights Fused()
+    {
+        if (Qkv is not null) return this;
+        long h = Query.shape[0];
+        var w = cat(new[] { Query, Key, Value }, 0);
+        var b = cat(new[] { QueryBias, KeyBias, ValueBias }, 0);
+        return this with
+        {
+            Qkv = w, QkvBias = b,
+            Query = w.narrow(0, 0, h), Key = w.narrow(0, h, h), Value = w.narrow(0, 2 * h, h),
+            QueryBias = b.narrow(0, 0, h), KeyBias = b.narrow(0, h, h), ValueBias = b.narrow(0, 2 * h, h),
+        };
+    }
+
     public EncoderLayerWeights Convert(Func<Tensor, Tensor> f) => new(
         f(Query), f(QueryBias), f(Key), f(KeyBias), f(Value), f(ValueBias), f(AttentionOut), f(AttentionOutBias),
         f(AttentionNormWeight), f(AttentionNormBias), f(Intermediate), f(IntermediateBias), f(Output), f(OutputBias),
@@ -52,7 +71,7 @@ public sealed class TransformerClassifier : IDisposable
         TokenTypeEmbeddings = tokenType;
         EmbeddingNormWeight = normWeight;
         EmbeddingNormBias = normBias;
-        Layers = layers;
+        Layers = layers.Select(l => l.Fused()).ToList();
         HeadDense = headDense;
         HeadDenseBias = headDenseBias;
         Classifier = classifier;
@@ -202,13 +221,13 @@ public sealed class TransformerClassifier : IDisposable
         int heads = Config.Heads;
         long headDim = Config.HiddenSize / heads;
         Tensor SplitHeads(Tensor t) => t.reshape(t.shape[0], t.shape[1], heads, headDim).transpose(1, 2);
-        var q = ops.Map(ops.Linear(h, w.Query, w.QueryBias), SplitHeads);
-        var k = ops.Map(ops.Linear(h, w.Key, w.KeyBias), t => SplitHeads(t).transpose(-1, -2));
-        var v = ops.Map(ops.Linear(h, w.Value, w.ValueBias), SplitHeads);
-        double scale = 1.0 / Math.Sqrt(headDim);
-        var scores = ops.Map(ops.MatMul(q, k), t => bias is null ? t * scale : t * scale + bias);
-        var probs = ops.Softmax(scores, -1);
-        var context = ops.Map(ops.MatMul(probs, v), t => t.transpose(1, 2).reshape(t.shape[0], t.shape[2], -1));
+        long hidden = Config.HiddenSize;
+        var qkv = ops.Linear(h, w.Qkv!, w.QkvBias);
+        var q = ops.Map(qkv, t => SplitHeads(t.narrow(-1, 0, hidden)));
+        var k = ops.Map(qkv, t => SplitHeads(t.narrow(-1, hidden, hidden)));
+        var v = ops.Map(qkv, t => SplitHeads(t.narrow(-1, 2 * hidden, hidden)));
+        var attended = ops.Attention(q, k, v, bias, 1.0 / Math.Sqrt(headDim));
+        var context = ops.Map(attended, t => t.transpose(1, 2).reshape(t.shape[0], t.shape[2], -1));
         return ops.Linear(context, w.AttentionOut, w.AttentionOutBias);
     }
 
@@ -228,7 +247,12 @@ public sealed class TransformerClassifier : IDisposable
         TokenTypeEmbeddings?.Dispose();
         EmbeddingNormWeight.Dispose();
         EmbeddingNormBias.Dispose();
-        foreach (var l in Layers) l.Convert(t => { t.Dispose(); return t; });
+        foreach (var l in Layers)
+        {
+            l.Convert(t => { t.Dispose(); return t; });
+            l.Qkv?.Dispose();
+            l.QkvBias?.Dispose();
+        }
         HeadDense?.Dispose();
         HeadDenseBias?.Dispose();
         Classifier?.Dispose();

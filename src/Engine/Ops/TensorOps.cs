@@ -52,6 +52,17 @@ public abstract class TensorOps
 
     /// <summary>Elementwise product.</summary>
     public abstract Act Mul(Act a, Act b);
+
+    /// <summary>
+    /// Scaled dot-product attention <c>softmax(q kᵀ · scale + bias) v</c> over [B, heads, L, d] tensors, composed of
+    /// the ops above (so the DeepLift rules apply to each product and to the softmax). Plain ops use libtorch's
+    /// fused kernel instead.
+    /// </summary>
+    public virtual Act Attention(Act q, Act k, Act v, Tensor? bias, double scale)
+    {
+        var scores = Map(MatMul(q, Map(k, t => t.transpose(-1, -2))), t => bias is null ? t * scale : t * scale + bias);
+        return MatMul(Softmax(scores, -1), v);
+    }
 }
 
 /// <summary>Plain torch: what the model computes. Used to predict and for gradient-based methods.</summary>
@@ -83,4 +94,12 @@ public sealed class PlainOps : TensorOps
     public override Act MatMul(Act a, Act b) => Map(a, b, (x, y) => x.matmul(y));
 
     public override Act Mul(Act a, Act b) => Map(a, b, (x, y) => x * y);
+
+    public override Act Attention(Act q, Act k, Act v, Tensor? bias, double scale)
+    {
+        // The fused kernel scales by 1/sqrt(d); fold any other scale into q.
+        double fused = 1.0 / Math.Sqrt(q.X.shape[^1]);
+        var query = Math.Abs(scale - fused) <= 1e-15 * fused ? q.X : q.X * (scale / fused);
+        return new Act(nn.functional.scaled_dot_product_attention(query, k.X, v.X, bias));
+    }
 }

@@ -1,0 +1,30 @@
+using System.Runtime.InteropServices;
+using static TorchSharp.torch;
+
+namespace AttributionFleet.Engine;
+
+/// <summary>Process-wide settings for the engine: threads and the native allocator.</summary>
+public static partial class EngineRuntime
+{
+    private const int MmapThreshold = -3; // M_MMAP_THRESHOLD
+
+    [LibraryImport("libc", EntryPoint = "mallopt")]
+    private static partial int Mallopt(int param, int value);
+
+    /// <summary>
+    /// Pins glibc's mmap threshold at 128 KiB. By default glibc raises it (up to 32 MiB) after large blocks are
+    /// freed, after which the many activation-sized blocks of an attribution pass come from the heap and are not
+    /// returned: measured on a 2-layer bert-base-sized model, batch 16 × 128, peak RSS 2.8 GiB → 1.9 GiB.
+    /// <paramref name="threads"/> &gt; 0 sets libtorch's intra-op threads (default: libtorch's, the physical cores).
+    /// </summary>
+    public static void Configure(int threads = 0)
+    {
+        if (OperatingSystem.IsLinux())
+        {
+            try { Mallopt(MmapThreshold, 128 * 1024); }
+            catch (DllNotFoundException) { }
+            catch (EntryPointNotFoundException) { }
+        }
+        if (threads > 0) set_num_threads(threads);
+    }
+}
