@@ -45,6 +45,8 @@ public sealed record EncoderLayerWeights(
 /// </summary>
 public sealed class TransformerClassifier : IDisposable
 {
+    private readonly bool _ownsEncoder;
+
     public ModelConfig Config { get; }
     public ScalarType DType { get; }
     public Device Device { get; }
@@ -63,8 +65,9 @@ public sealed class TransformerClassifier : IDisposable
 
     internal TransformerClassifier(ModelConfig config, Tensor word, Tensor position, Tensor? tokenType,
         Tensor normWeight, Tensor normBias, IReadOnlyList<EncoderLayerWeights> layers,
-        Tensor? headDense, Tensor? headDenseBias, Tensor? classifier, Tensor? classifierBias)
+        Tensor? headDense, Tensor? headDenseBias, Tensor? classifier, Tensor? classifierBias, bool ownsEncoder = true)
     {
+        _ownsEncoder = ownsEncoder;
         Config = config;
         WordEmbeddingTable = word;
         PositionEmbeddings = position;
@@ -104,7 +107,8 @@ public sealed class TransformerClassifier : IDisposable
         var head = Config.Head == HeadKind.MeanPooling ? HeadKind.MeanPooling : Config.Head;
         var config = Config with { Labels = labels.ToList(), Head = head, Architecture = Config.Head == HeadKind.MeanPooling ? "MeanPoolingClassifier" : Config.Architecture };
         return new TransformerClassifier(config, WordEmbeddingTable, PositionEmbeddings, TokenTypeEmbeddings, EmbeddingNormWeight,
-            EmbeddingNormBias, Layers, HeadDense, HeadDenseBias, weight.to(DType, Device).detach(), bias.to(DType, Device).detach());
+            EmbeddingNormBias, Layers, HeadDense, HeadDenseBias, weight.to(DType, Device).detach(), bias.to(DType, Device).detach(),
+            ownsEncoder: false);
     }
 
     /// <summary>Word-embedding lookup: the point where attributions are taken.</summary>
@@ -240,8 +244,12 @@ public sealed class TransformerClassifier : IDisposable
         _ => throw new ModelLoadException($"Unsupported hidden_act '{hiddenAct}' (supported: gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, tanh)", field: "hidden_act"),
     };
 
+    /// <summary>Frees the weights; a model made by <see cref="WithClassifier"/> frees only its own head.</summary>
     public void Dispose()
     {
+        Classifier?.Dispose();
+        ClassifierBias?.Dispose();
+        if (!_ownsEncoder) return;
         WordEmbeddingTable.Dispose();
         PositionEmbeddings.Dispose();
         TokenTypeEmbeddings?.Dispose();
@@ -255,7 +263,5 @@ public sealed class TransformerClassifier : IDisposable
         }
         HeadDense?.Dispose();
         HeadDenseBias?.Dispose();
-        Classifier?.Dispose();
-        ClassifierBias?.Dispose();
     }
 }
