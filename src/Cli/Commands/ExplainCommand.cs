@@ -2,11 +2,11 @@ using AttributionFleet.Engine.Text;
 
 namespace AttributionFleet.Cli.Commands;
 
-/// <summary><c>fleet explain --model DIR [--method …] [--json] "text" …</c></summary>
+/// <summary><c>fleet explain [--model DIR] [--method …] [--json] "text" …</c></summary>
 public static class ExplainCommand
 {
     public const string Usage =
-        "fleet explain --model DIR [--method deeplift|deeplift-shap|integrated-gradients|gradient-shap|saliency|input-x-gradient]\n" +
+        "fleet explain [--model DIR|sentiment-minilm] [--method deeplift|deeplift-shap|integrated-gradients|gradient-shap|saliency|input-x-gradient]\n" +
         "              [--target LABEL|INDEX] [--output logit|centered-logit|probability] [--softmax-rule exact|rescale|row-mean]\n" +
         "              [--precision float32|float64] [--steps N] [--integration gauss-legendre|riemann-trapezoid] [--samples N]\n" +
         "              [--reference pad|mask|unk|zero|\"text\"] (repeat --reference for the SHAP methods)\n" +
