@@ -1,11 +1,7 @@
 namespace AttributionFleet.Cli;
 
-/// <summary>Turns --model into a model folder.</summary>
+/// <summary>Turns --model into a model folder: none (or "sentiment-minilm") is the embedded default model.</summary>
 public static class ModelResolver
 {
-    public static string Resolve(string? model)
-    {
-        if (model is null) throw new UsageException("--model DIR is required");
-        return model;
-    }
+    public static string Resolve(string? model) => DefaultModel.IsDefault(model) ? DefaultModel.EnsureFolder() : model!;
 }

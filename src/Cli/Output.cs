@@ -2,6 +2,7 @@ using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using AttributionFleet.Cli.Report;
 using AttributionFleet.Engine.Text;
 
 namespace AttributionFleet.Cli;
@@ -51,6 +52,13 @@ public static class Output
 
     /// <summary>Colour unless output is redirected or NO_COLOR is set (https://no-color.org).</summary>
     public static bool UseColor => !Console.IsOutputRedirected && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("NO_COLOR"));
+
+    /// <summary>Words (pieces merged) coloured like <see cref="ColoredTokens"/>; special tokens left out.</summary>
+    public static string ColoredWords(IReadOnlyList<Word> words, bool color)
+    {
+        var content = words.Where(w => !w.Special).ToList();
+        return ColoredTokens(content.Select(w => w.Text).ToArray(), content.Select(w => w.Score).ToArray(), color);
+    }
 
     /// <summary>Tokens coloured on a diverging scale: green raises the target, red lowers it; brightness by |score|.</summary>
     public static string ColoredTokens(string[] tokens, double[] scores, bool color)

@@ -8,6 +8,7 @@ var commands = new Dictionary<string, (Func<string[], TextWriter, int> Run, stri
     ["predict"] = (PredictCommand.Run, PredictCommand.Usage),
     ["explain"] = (ExplainCommand.Run, ExplainCommand.Usage),
     ["import-onnx"] = (ImportOnnxCommand.Run, ImportOnnxCommand.Usage),
+    ["train-head"] = (TrainHeadCommand.Run, TrainHeadCommand.Usage),
     ["bench"] = (BenchCommand.Run, BenchCommand.Usage),
 };
 

@@ -1,19 +1,22 @@
+using System.Globalization;
+using AttributionFleet.Cli.Report;
 using AttributionFleet.Engine.Text;
 
 namespace AttributionFleet.Cli.Commands;
 
-/// <summary><c>fleet explain --model DIR [--method …] [--json] "text" …</c></summary>
+/// <summary><c>fleet explain [--model DIR] [--method …] [--json] "text" …</c></summary>
 public static class ExplainCommand
 {
     public const string Usage =
-        "fleet explain --model DIR [--method deeplift|deeplift-shap|integrated-gradients|gradient-shap|saliency|input-x-gradient]\n" +
+        "fleet explain [--model DIR|sentiment-minilm] [--method deeplift|deeplift-shap|integrated-gradients|gradient-shap|saliency|input-x-gradient]\n" +
         "              [--target LABEL|INDEX] [--output logit|centered-logit|probability] [--softmax-rule exact|rescale|row-mean]\n" +
         "              [--precision float32|float64] [--steps N] [--integration gauss-legendre|riemann-trapezoid] [--samples N]\n" +
         "              [--reference pad|mask|unk|zero|\"text\"] (repeat --reference for the SHAP methods)\n" +
-        "              [--batch-size N] [--max-length N] [--json] [--input texts.txt|texts.jsonl] [\"text\" ...]";
+        "              [--batch-size N] [--max-length N] [--json] [--html report.html] [--delta-threshold X (default 1e-4)]\n" +
+        "              [--input texts.txt|texts.jsonl] [\"text\" ...]";
 
     public static readonly string[] ValueOptions =
-        { "model", "method", "target", "output", "softmax-rule", "precision", "steps", "integration", "samples", "reference", "batch-size", "max-length", "input", "device" };
+        { "model", "method", "target", "output", "softmax-rule", "precision", "steps", "integration", "samples", "reference", "batch-size", "max-length", "input", "device", "html", "delta-threshold" };
 
     public static ExplainRequest Request(CommandLine cl)
     {
@@ -43,9 +46,18 @@ public static class ExplainCommand
         var cl = new CommandLine(args, ValueOptions, new[] { "json" });
         var request = Request(cl);
         request.Validate();
+        var threshold = DeltaThreshold(cl);
         var texts = TextInput.Read(cl);
         using var model = LoadedModel.Load(ModelResolver.Resolve(cl.Value("model")), DeviceSelector.Resolve(cl.Value("device")));
         var results = new TextExplainer(model).Explain(texts.Select(t => t.Text).ToList(), request);
+        var html = cl.Value("html");
+        if (html is not null)
+            File.WriteAllText(html, HtmlReport.Render(results, new HtmlReportOptions
+            {
+                Model = cl.Value("model") ?? DefaultModel.Id,
+                Ids = texts.Select(t => t.Id).ToList(),
+                DeltaThreshold = threshold,
+            }));
         bool color = Output.UseColor;
         for (int i = 0; i < results.Count; i++)
         {
@@ -57,13 +69,24 @@ public static class ExplainCommand
             }
             stdout.WriteLine($"text       {e.Text}{(e.Truncated ? "  (truncated)" : "")}");
             stdout.WriteLine($"prediction {e.Prediction.Label} (p = {e.Prediction.Probability:0.0000})   target {e.TargetLabel} [{e.Output}]   method {e.Method}/{e.SoftmaxRule}/{e.Precision}");
-            stdout.WriteLine($"f(x) {e.Fx:0.000000}   f(x0) {e.Fx0:0.000000}   delta {e.Delta:E2}   relative delta {e.RelativeDelta:E2}");
-            stdout.WriteLine("tokens     " + Output.ColoredTokens(e.Tokens, e.Scores, color));
+            stdout.WriteLine($"f(x) {e.Fx:0.000000}   f(x0) {e.Fx0:0.000000}   delta {e.Delta:E2}   relative delta {e.RelativeDelta:E2}" +
+                (e.RelativeDelta <= threshold ? "" : $"   WARNING: above {threshold:G3}, the scores do not add up"));
+            stdout.WriteLine("words      " + Output.ColoredWords(Words.Merge(e), color));
             int width = Math.Max(5, e.Tokens.Max(t => t.Length));
             foreach (var (token, score) in e.Tokens.Zip(e.Scores))
                 stdout.WriteLine($"  {token.PadRight(width)} {score,12:+0.000000;-0.000000;0}");
             stdout.WriteLine();
         }
+        if (html is not null && !cl.Flag("json")) stdout.WriteLine($"wrote {html}");
         return 0;
+    }
+
+    private static double DeltaThreshold(CommandLine cl)
+    {
+        var v = cl.Value("delta-threshold");
+        if (v is null) return new HtmlReportOptions().DeltaThreshold;
+        return double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) && d >= 0
+            ? d
+            : throw new UsageException($"--delta-threshold must be a non-negative number, got '{v}'");
     }
 }

@@ -2,10 +2,10 @@ using AttributionFleet.Engine.Text;
 
 namespace AttributionFleet.Cli.Commands;
 
-/// <summary><c>fleet predict --model DIR [--json] [--input FILE] "text" …</c></summary>
+/// <summary><c>fleet predict [--model DIR] [--json] [--input FILE] "text" …</c></summary>
 public static class PredictCommand
 {
-    public const string Usage = "fleet predict --model DIR [--json] [--batch-size N] [--max-length N] [--input texts.txt|texts.jsonl] [\"text\" ...]";
+    public const string Usage = "fleet predict [--model DIR|sentiment-minilm] [--json] [--batch-size N] [--max-length N] [--input texts.txt|texts.jsonl] [\"text\" ...]";
 
     public static int Run(string[] args, TextWriter stdout)
     {
