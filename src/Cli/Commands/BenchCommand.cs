@@ -17,10 +17,10 @@ public static class BenchCommand
 {
     public const string Usage =
         "fleet bench predict   [--batch 32] [--length 128] [--repeats 3] [--threads N]\n" +
-        "fleet bench attribute [--batch 16] [--length 128] [--layers 12] [--repeats 3] [--ig-texts 2] [--steps 50] [--rules] [--precision float32|float64] [--threads N]\n" +
+        "fleet bench attribute [--batch 16] [--length 128] [--layers 12] [--repeats 3] [--ig-texts 2] [--steps 50] [--rules] [--precision float32|float64|float16|bfloat16] [--device cpu|cuda] [--threads N]\n" +
         "fleet bench fleet     (see fleet bench fleet --help)";
 
-    private static readonly string[] Options = { "batch", "length", "repeats", "threads", "layers", "ig-texts", "steps", "precision" };
+    private static readonly string[] Options = { "batch", "length", "repeats", "threads", "layers", "ig-texts", "steps", "precision", "device" };
 
     public static int Run(string[] args, TextWriter stdout)
     {
@@ -92,11 +92,11 @@ public static class BenchCommand
     }
 
     /// <summary>libtorch's own float32 matrix-multiply rate here: the ceiling for these models.</summary>
-    internal static double MatmulGflops()
+    internal static double MatmulGflops(Device? device = null)
     {
         using var scope = NewDisposeScope();
-        var a = randn(2048, 768);
-        var b = randn(768, 3072);
+        var a = randn(new long[] { 2048, 768 }, device: device);
+        var b = randn(new long[] { 768, 3072 }, device: device);
         double seconds = Median(3, () => a.matmul(b).sum().item<float>());
         return 2.0 * 2048 * 768 * 3072 / seconds / 1e9;
     }
@@ -193,11 +193,12 @@ public static class BenchCommand
         SetThreads(cl);
         int batch = cl.Int("batch", 16), length = cl.Int("length", 128), repeats = cl.Int("repeats", 3), layers = cl.Int("layers", 12);
         int igTexts = cl.Int("ig-texts", 2), steps = cl.Int("steps", 50);
-        var precision = cl.Value("precision") == "float64" ? Precision.Float64 : Precision.Float32;
-        stdout.WriteLine($"bench attribute: bert-base-sized ({layers} layers, 768, 12 heads, 3072), random init std 0.02, batch {batch}, length {length}, {precision}, {get_num_threads()} torch threads, median of {repeats}");
-        using var loaded = LoadedModel.Load(BertBaseDir(layers), CPU);
+        var precision = new ExplainRequest { Precision = cl.Value("precision") ?? "float32" }.ParsePrecision();
+        var device = DeviceSelector.Resolve(cl.Value("device"));
+        stdout.WriteLine($"bench attribute: bert-base-sized ({layers} layers, 768, 12 heads, 3072), random init std 0.02, batch {batch}, length {length}, {precision}, device {device}, {get_num_threads()} torch threads, median of {repeats}");
+        using var loaded = LoadedModel.Load(BertBaseDir(layers), device);
         var model = loaded.For(precision);
-        var ids = tensor(RandomIds(batch, length, 30522, seed: 2));
+        var ids = tensor(RandomIds(batch, length, 30522, seed: 2)).to(device);
         var mask = ones_like(ids);
         var refIds = zeros_like(ids[..1]);
         refIds[0, 0] = 101;
@@ -239,9 +240,10 @@ public static class BenchCommand
             var rel = (ig!.Delta.abs() / (ig.Fx - ig.Fx0).abs()).max().item<double>();
             stdout.WriteLine($"integrated-gradients/{steps} {perText,8:F3} s/text  {1 / perText,8:F3} texts/s  cost {perText / (forward / batch):F1}x forward   max relative delta {rel:E2}   DeepLift is {perText / (deeplift / batch):F1}x cheaper");
         }
-        double ceiling = MatmulGflops();
+        double ceiling = MatmulGflops(device);
         stdout.WriteLine($"matmul ceiling {ceiling:F1} GFLOP/s; forward reaches {flops / forward / 1e9 / ceiling:P0}, DeepLift (forward-equivalent FLOPs x3) {3 * flops / deeplift / 1e9 / ceiling:P0}");
         stdout.WriteLine($"peak RSS {PeakRssBytes() / 1048576.0:F0} MiB");
+
         return 0;
     }
 }

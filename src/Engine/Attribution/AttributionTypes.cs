@@ -14,7 +14,11 @@ public enum OutputKind
     Probability,
 }
 
-public enum Precision { Float32, Float64 }
+/// <summary>
+/// Working precision of a pass. The half precisions exist for GPU images: their multipliers are computed in
+/// float32 and their (larger) delta is reported like any other, never hidden.
+/// </summary>
+public enum Precision { Float32, Float64, Float16, BFloat16 }
 
 /// <summary>Quadrature for Integrated Gradients.</summary>
 public enum IntegrationRule { GaussLegendre, RiemannTrapezoid }

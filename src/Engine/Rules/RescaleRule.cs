@@ -22,7 +22,7 @@ public static class RescaleRule
             Tensor y, y0, m;
             using (no_grad())
             {
-                var work = promote && x.dtype == ScalarType.Float32 ? ScalarType.Float64 : x.dtype;
+                var work = Multipliers.WorkType(x.dtype, promote);
                 var xd = x.detach().to_type(work);
                 var x0d = a.Ref.to_type(work);
                 var gx = g(xd);

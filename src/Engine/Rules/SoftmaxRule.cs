@@ -54,7 +54,7 @@ public static class SoftmaxRule
         Tensor y, y0, m;
         using (no_grad())
         {
-            var work = promote && x.dtype == ScalarType.Float32 ? ScalarType.Float64 : x.dtype;
+            var work = Multipliers.WorkType(x.dtype, promote);
             var xd = x.detach().to_type(work);
             var x0d = a.Ref.to_type(work);
             var yd = xd.softmax(dim);

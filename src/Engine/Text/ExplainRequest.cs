@@ -24,7 +24,7 @@ public sealed record ExplainRequest
 
     public static readonly string[] Outputs = { "logit", "centered-logit", "probability" };
     public static readonly string[] SoftmaxRules = { "exact", "rescale", "row-mean" };
-    public static readonly string[] Precisions = { "float32", "float64" };
+    public static readonly string[] Precisions = { "float32", "float64", "float16", "bfloat16" };
     public static readonly string[] Integrations = { "gauss-legendre", "riemann-trapezoid" };
 
     public OutputKind ParseOutput() => Output switch
@@ -47,6 +47,8 @@ public sealed record ExplainRequest
     {
         "float32" => Attribution.Precision.Float32,
         "float64" => Attribution.Precision.Float64,
+        "float16" => Attribution.Precision.Float16,
+        "bfloat16" => Attribution.Precision.BFloat16,
         _ => throw Bad("precision", Precision, Precisions),
     };
 

@@ -23,7 +23,7 @@ public static class DeviceSelector
 /// <summary>A model folder loaded once: config, float32 weights (float64 made on first use) and tokenizer.</summary>
 public sealed class LoadedModel : IDisposable
 {
-    private TransformerClassifier? _float64;
+    private readonly Dictionary<Precision, TransformerClassifier> _copies = new();
     private readonly object _lock = new();
 
     public string Directory { get; }
@@ -62,12 +62,25 @@ public sealed class LoadedModel : IDisposable
     public TransformerClassifier For(Precision precision)
     {
         if (precision == Precision.Float32) return Float32;
-        lock (_lock) return _float64 ??= Float32.To(ScalarType.Float64);
+        lock (_lock)
+        {
+            if (!_copies.TryGetValue(precision, out var copy))
+                _copies[precision] = copy = Float32.To(ScalarTypeOf(precision));
+            return copy;
+        }
     }
+
+    public static ScalarType ScalarTypeOf(Precision precision) => precision switch
+    {
+        Precision.Float64 => ScalarType.Float64,
+        Precision.Float16 => ScalarType.Float16,
+        Precision.BFloat16 => ScalarType.BFloat16,
+        _ => ScalarType.Float32,
+    };
 
     public void Dispose()
     {
         Float32.Dispose();
-        _float64?.Dispose();
+        foreach (var copy in _copies.Values) copy.Dispose();
     }
 }
