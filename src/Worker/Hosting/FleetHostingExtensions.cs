@@ -96,12 +96,13 @@ public static class FleetHostingExtensions
     /// </summary>
     public static void ConfigureWorkerEndpoints(this IBusFactoryConfigurator cfg, IBusRegistrationContext context, WorkerOptions worker)
     {
+        // Messages no consumer here understands (unknown type) are poison too: <queue>_error, not <queue>_skipped.
+        cfg.SendTopology.DeadLetterQueueNameFormatter = new ErrorQueueForSkippedMessages();
         if (!worker.ConsumeJobs) return;
         cfg.ReceiveEndpoint(worker.JobQueue, e =>
         {
             e.PrefetchCount = 1;
             e.ConcurrentMessageLimit = 1;
-            e.ThrowOnSkippedMessages();
             e.UseFleetRetry(worker);
             e.ConfigureConsumer<AttributionJobConsumer>(context);
         });
@@ -110,7 +111,6 @@ public static class FleetHostingExtensions
             int concurrent = Math.Max(1, worker.ConcurrentBatches);
             e.PrefetchCount = concurrent;
             e.ConcurrentMessageLimit = concurrent;
-            e.ThrowOnSkippedMessages();
             e.UseFleetRetry(worker);
             e.ConfigureConsumer<AttributionBatchConsumer>(context);
         });
@@ -122,4 +122,10 @@ public static class FleetHostingExtensions
         e.UseMessageRetry(r => r.Exponential(worker.RetryLimit, TimeSpan.FromMilliseconds(worker.RetryMinIntervalMs),
             TimeSpan.FromMilliseconds(worker.RetryMaxIntervalMs), TimeSpan.FromMilliseconds(worker.RetryMinIntervalMs)));
     }
+}
+
+/// <summary>Sends skipped messages (no consumer for their type) to the endpoint's <c>_error</c> queue with the other poison messages.</summary>
+public sealed class ErrorQueueForSkippedMessages : IDeadLetterQueueNameFormatter
+{
+    public string FormatDeadLetterQueueName(string queueName) => queueName + "_error";
 }
