@@ -8,6 +8,9 @@ var commands = new Dictionary<string, (Func<string[], TextWriter, int> Run, stri
     ["predict"] = (PredictCommand.Run, PredictCommand.Usage),
     ["explain"] = (ExplainCommand.Run, ExplainCommand.Usage),
     ["import-onnx"] = (ImportOnnxCommand.Run, ImportOnnxCommand.Usage),
+    ["submit"] = (SubmitCommand.Run, SubmitCommand.Usage),
+    ["results"] = (ResultsCommand.Run, ResultsCommand.Usage),
+    ["worker"] = (WorkerCommand.Run, WorkerCommand.Usage),
 };
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
