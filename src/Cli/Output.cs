@@ -48,6 +48,26 @@ public static class Output
         truncated = e.Truncated,
     };
 
+    /// <summary>A fleet result in the shape of <see cref="ExplanationJson"/> (same fields, same order).</summary>
+    public static object AttributionJson(AttributionFleet.Contracts.V1.TextAttribution r) => new
+    {
+        id = r.Id,
+        text = r.Text,
+        tokens = r.Tokens,
+        scores = r.Scores,
+        prediction = new { label = r.Prediction.Label, index = r.Prediction.Index, probability = r.Prediction.Probability },
+        target = new { label = r.TargetLabel, index = r.TargetIndex },
+        output = r.Output,
+        f_x = r.Fx,
+        f_x0 = r.Fx0,
+        delta = r.Delta,
+        relative_delta = r.RelativeDelta,
+        method = r.Method,
+        softmax_rule = r.SoftmaxRule,
+        precision = r.Precision,
+        truncated = r.Truncated,
+    };
+
     public static string Line(object o) => JsonSerializer.Serialize(o, Json);
 
     /// <summary>Colour unless output is redirected or NO_COLOR is set (https://no-color.org).</summary>

@@ -1,0 +1,199 @@
+namespace AttributionFleet.Contracts.V1;
+
+// Version 1 of the fleet's messages. A breaking change gets a new namespace (V2) so both can be
+// consumed side by side while workers are upgraded. Records only: no logic, no engine types.
+
+/// <summary>One text of a job with the client's id for it (echoed in every result).</summary>
+public sealed record JobText
+{
+    public string Id { get; init; } = "";
+    public string Text { get; init; } = "";
+}
+
+/// <summary>How to explain, as the flags of <c>fleet explain</c>; null fields take the engine's (or the model's) default.</summary>
+public sealed record AttributionOptions
+{
+    /// <summary>deeplift, deeplift-shap, integrated-gradients, gradient-shap, saliency, input-x-gradient.</summary>
+    public string? Method { get; init; }
+    /// <summary>Label name or class index; null explains the predicted class.</summary>
+    public string? Target { get; init; }
+    /// <summary>centered-logit, logit or probability.</summary>
+    public string? Output { get; init; }
+    /// <summary>exact, rescale or row-mean.</summary>
+    public string? SoftmaxRule { get; init; }
+    /// <summary>float32 or float64.</summary>
+    public string? Precision { get; init; }
+    public int? Steps { get; init; }
+    /// <summary>gauss-legendre or riemann-trapezoid.</summary>
+    public string? Integration { get; init; }
+    public int? Samples { get; init; }
+    /// <summary>pad, mask, unk, zero or a custom text; several for the SHAP methods.</summary>
+    public IReadOnlyList<string>? References { get; init; }
+    /// <summary>Texts per forward pass inside a worker.</summary>
+    public int? BatchSize { get; init; }
+    public int? MaxLength { get; init; }
+}
+
+/// <summary>Command: explain these texts with this configured model. Sent to the job queue.</summary>
+public sealed record SubmitAttributionJob
+{
+    public Guid JobId { get; init; }
+    /// <summary>A model id from the workers' configuration (<c>Models:&lt;id&gt;:Path</c>), never a path.</summary>
+    public string ModelId { get; init; } = "";
+    public IReadOnlyList<JobText> Texts { get; init; } = Array.Empty<JobText>();
+    public AttributionOptions Options { get; init; } = new();
+    /// <summary>|delta| above this marks a text OverThreshold and raises <see cref="AttributionDeltaExceeded"/>; null = the model's configured threshold.</summary>
+    public double? DeltaThreshold { get; init; }
+    /// <summary>Texts per batch message (null = the worker's default).</summary>
+    public int? TextsPerBatch { get; init; }
+    public DateTimeOffset SubmittedAt { get; init; }
+}
+
+/// <summary>Command (worker to worker): one batch of a job, texts of similar token length. Sent to the batch queue.</summary>
+public sealed record ExplainAttributionBatch
+{
+    public Guid JobId { get; init; }
+    public string ModelId { get; init; } = "";
+    public int BatchIndex { get; init; }
+    public int BatchCount { get; init; }
+    public int TextCount { get; init; }
+    public IReadOnlyList<JobText> Texts { get; init; } = Array.Empty<JobText>();
+    public AttributionOptions Options { get; init; } = new();
+    public double? DeltaThreshold { get; init; }
+    public DateTimeOffset SubmittedAt { get; init; }
+}
+
+/// <summary>Event: the job passed validation and was split into <see cref="BatchCount"/> batches.</summary>
+public sealed record AttributionJobAccepted
+{
+    public Guid JobId { get; init; }
+    public string ModelId { get; init; } = "";
+    public int TextCount { get; init; }
+    public int BatchCount { get; init; }
+    public DateTimeOffset AcceptedAt { get; init; }
+}
+
+public sealed record PredictedLabel
+{
+    public string Label { get; init; } = "";
+    public int Index { get; init; }
+    public double Probability { get; init; }
+}
+
+/// <summary>One explained text: the fields of <c>fleet explain --json</c> plus the client id and timings.</summary>
+public sealed record TextAttribution
+{
+    public string Id { get; init; } = "";
+    public string Text { get; init; } = "";
+    public IReadOnlyList<string> Tokens { get; init; } = Array.Empty<string>();
+    public IReadOnlyList<double> Scores { get; init; } = Array.Empty<double>();
+    public PredictedLabel Prediction { get; init; } = new();
+    public int TargetIndex { get; init; }
+    public string TargetLabel { get; init; } = "";
+    public string Output { get; init; } = "";
+    public double Fx { get; init; }
+    public double Fx0 { get; init; }
+    public double Delta { get; init; }
+    public double RelativeDelta { get; init; }
+    public string Method { get; init; } = "";
+    public string SoftmaxRule { get; init; } = "";
+    public string Precision { get; init; } = "";
+    public bool Truncated { get; init; }
+    /// <summary>|Delta| is above the job's delta threshold.</summary>
+    public bool OverThreshold { get; init; }
+    /// <summary>This text's share of the batch's engine time (batch time / texts).</summary>
+    public double ExplainMilliseconds { get; init; }
+}
+
+/// <summary>Event: one batch explained. Sent to the job's result queue; ids tie it to its job.</summary>
+public sealed record AttributionBatchCompleted
+{
+    public Guid JobId { get; init; }
+    public string ModelId { get; init; } = "";
+    public int BatchIndex { get; init; }
+    public int BatchCount { get; init; }
+    public int TextCount { get; init; }
+    public IReadOnlyList<TextAttribution> Results { get; init; } = Array.Empty<TextAttribution>();
+    /// <summary>The |delta| threshold the OverThreshold flags used (null = none).</summary>
+    public double? DeltaThreshold { get; init; }
+    /// <summary>When the job was submitted (for the job's wall time).</summary>
+    public DateTimeOffset SubmittedAt { get; init; }
+    /// <summary>Which worker explained it (host/process).</summary>
+    public string Worker { get; init; } = "";
+    /// <summary>Time in the queue before this worker took it.</summary>
+    public double QueueMilliseconds { get; init; }
+    /// <summary>Engine time for the whole batch.</summary>
+    public double ExplainMilliseconds { get; init; }
+    public DateTimeOffset CompletedAt { get; init; }
+}
+
+public sealed record DeltaSummary
+{
+    public double Max { get; init; }
+    public double Mean { get; init; }
+    public double P95 { get; init; }
+    public int OverThreshold { get; init; }
+    public double? Threshold { get; init; }
+}
+
+/// <summary>Event: every batch of the job was collected. Published once, by whoever collected the last batch.</summary>
+public sealed record AttributionJobCompleted
+{
+    public Guid JobId { get; init; }
+    public string ModelId { get; init; } = "";
+    public int TextCount { get; init; }
+    public int BatchCount { get; init; }
+    /// <summary>Duplicate batch results (redeliveries) seen and dropped.</summary>
+    public int DuplicateBatches { get; init; }
+    /// <summary>Over |delta| of every text.</summary>
+    public DeltaSummary Delta { get; init; } = new();
+    /// <summary>From submission to the last batch collected.</summary>
+    public double WallMilliseconds { get; init; }
+    public DateTimeOffset CompletedAt { get; init; }
+}
+
+/// <summary>Reason codes of <see cref="AttributionJobFailed"/>.</summary>
+public static class FailureReasons
+{
+    public const string UnknownModel = "unknown-model";
+    public const string InvalidRequest = "invalid-request";
+    public const string LimitExceeded = "limit-exceeded";
+    public const string ModelLoadFailed = "model-load-failed";
+    public const string EngineError = "engine-error";
+}
+
+/// <summary>Event: the job cannot complete. Sent to the job's result queue and published.</summary>
+public sealed record AttributionJobFailed
+{
+    public Guid JobId { get; init; }
+    /// <summary>One of <see cref="FailureReasons"/>.</summary>
+    public string ReasonCode { get; init; } = "";
+    public string Message { get; init; } = "";
+    /// <summary>The request field at fault (e.g. <c>method</c>, <c>texts[3]</c>, <c>model_id</c>), or the limit's name.</summary>
+    public string? Field { get; init; }
+    /// <summary>The batch that failed, when a batch did.</summary>
+    public int? BatchIndex { get; init; }
+    public DateTimeOffset FailedAt { get; init; }
+}
+
+/// <summary>Event: one text's |delta| exceeded the threshold (published, for alerting).</summary>
+public sealed record AttributionDeltaExceeded
+{
+    public Guid JobId { get; init; }
+    public string TextId { get; init; } = "";
+    public string ModelId { get; init; } = "";
+    public string Method { get; init; } = "";
+    public double Delta { get; init; }
+    public double Threshold { get; init; }
+}
+
+/// <summary>Queue and address names shared by workers and clients.</summary>
+public static class FleetAddresses
+{
+    /// <summary>Where <see cref="SubmitAttributionJob"/> goes.</summary>
+    public const string JobQueue = "attribution-jobs";
+    /// <summary>Where <see cref="ExplainAttributionBatch"/> goes (shared by all workers).</summary>
+    public const string BatchQueue = "attribution-batches";
+    /// <summary>The durable per-job result queue: accepted, batch results and failure of one job, until collected.</summary>
+    public static string ResultQueue(Guid jobId) => $"attribution-results-{jobId:N}";
+}

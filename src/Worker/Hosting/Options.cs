@@ -1,0 +1,114 @@
+namespace AttributionFleet.Worker.Hosting;
+
+/// <summary>The worker's own settings (section <c>Worker</c>).</summary>
+public sealed class WorkerOptions
+{
+    public const string Section = "Worker";
+
+    /// <summary><c>InMemory</c> (embedded default: one process, no broker) or <c>RabbitMq</c>.</summary>
+    public string Transport { get; set; } = "InMemory";
+    /// <summary>Whether this process consumes jobs and batches (false for a pure client such as <c>fleet submit</c>).</summary>
+    public bool ConsumeJobs { get; set; } = true;
+    /// <summary>Batches explained at once by this process: one per device by default.</summary>
+    public int ConcurrentBatches { get; set; } = 1;
+    /// <summary>Texts per batch message when the job does not say.</summary>
+    public int TextsPerBatch { get; set; } = 8;
+    /// <summary>Retries (with exponential back-off) of a batch that hit an unexpected engine fault; validation failures are never retried.</summary>
+    public int RetryLimit { get; set; } = 3;
+    public int RetryMinIntervalMs { get; set; } = 200;
+    public int RetryMaxIntervalMs { get; set; } = 5000;
+    /// <summary><c>auto</c> (cuda when available), <c>cpu</c>, <c>cuda</c>, <c>cuda:1</c> …</summary>
+    public string Device { get; set; } = "auto";
+    /// <summary>Intra-op threads of libtorch (0 = libtorch's default). Useful with several workers on one machine.</summary>
+    public int TorchThreads { get; set; }
+    /// <summary>Memory budget for loaded models (float32 weight bytes); least recently used models are unloaded beyond it.</summary>
+    public long ModelMemoryBudgetMB { get; set; } = 4096;
+    /// <summary>Load every configured model at start (readiness waits for it).</summary>
+    public bool PreloadModels { get; set; } = true;
+    /// <summary>Port of the HTTP health endpoint (/health/live, /health/ready) on localhost; 0 = none.</summary>
+    public int HealthPort { get; set; }
+    /// <summary>How long a stopping worker waits for its in-flight batch; past it the batch is returned to the queue unacknowledged.</summary>
+    public int ShutdownTimeoutSeconds { get; set; } = 60;
+    public string JobQueue { get; set; } = Contracts.V1.FleetAddresses.JobQueue;
+    public string BatchQueue { get; set; } = Contracts.V1.FleetAddresses.BatchQueue;
+    /// <summary>Name reported in batch results (default: host/pid).</summary>
+    public string? Name { get; set; }
+
+    public bool UsesRabbitMq => string.Equals(Transport, "RabbitMq", StringComparison.OrdinalIgnoreCase);
+
+    public string WorkerName => Name ?? $"{Environment.MachineName}/{Environment.ProcessId}";
+}
+
+/// <summary>Broker connection (section <c>RabbitMq</c>; environment <c>RabbitMq__Password</c> etc.). <see cref="Url"/>, when set, wins.</summary>
+public sealed class RabbitMqOptions
+{
+    public const string Section = "RabbitMq";
+
+    /// <summary><c>amqp://user:password@host:port/vhost</c> or <c>amqps://…</c>; overrides the fields below.</summary>
+    public string? Url { get; set; }
+    public string Host { get; set; } = "localhost";
+    public int Port { get; set; } = 5672;
+    public string VirtualHost { get; set; } = "/";
+    public string Username { get; set; } = "guest";
+    public string Password { get; set; } = "guest";
+    public bool UseTls { get; set; }
+    /// <summary>TLS server name (defaults to Host).</summary>
+    public string? TlsServerName { get; set; }
+    public ushort HeartbeatSeconds { get; set; } = 10;
+
+    /// <summary>The fields with <see cref="Url"/> applied.</summary>
+    public RabbitMqOptions Resolved()
+    {
+        if (string.IsNullOrWhiteSpace(Url)) return this;
+        var uri = new Uri(Url);
+        var tls = uri.Scheme == "amqps";
+        var user = uri.UserInfo.Split(':', 2);
+        var vhost = Uri.UnescapeDataString(uri.AbsolutePath.TrimStart('/'));
+        return new RabbitMqOptions
+        {
+            Host = uri.Host,
+            Port = uri.IsDefaultPort || uri.Port <= 0 ? (tls ? 5671 : 5672) : uri.Port,
+            VirtualHost = vhost.Length == 0 ? "/" : vhost,
+            Username = user[0].Length > 0 ? Uri.UnescapeDataString(user[0]) : Username,
+            Password = user.Length > 1 ? Uri.UnescapeDataString(user[1]) : Password,
+            UseTls = tls || UseTls,
+            TlsServerName = TlsServerName,
+            HeartbeatSeconds = HeartbeatSeconds,
+        };
+    }
+
+    /// <summary>For logs: never the password.</summary>
+    public override string ToString()
+    {
+        var r = Resolved();
+        return $"{(r.UseTls ? "amqps" : "amqp")}://{r.Username}@{r.Host}:{r.Port}/{(r.VirtualHost == "/" ? "" : r.VirtualHost)}";
+    }
+}
+
+/// <summary>One configured model (section <c>Models:&lt;id&gt;</c>).</summary>
+public sealed class ModelOptions
+{
+    /// <summary>The model folder (config.json, model.safetensors, tokenizer files).</summary>
+    public string Path { get; set; } = "";
+    /// <summary>Method when a job names none.</summary>
+    public string DefaultMethod { get; set; } = "deeplift";
+    /// <summary>|delta| threshold when a job names none; null = never flag.</summary>
+    public double? DeltaThreshold { get; set; }
+}
+
+/// <summary>The configured models by id (section <c>Models</c>). Jobs name an id, never a path.</summary>
+public sealed class ModelsOptions
+{
+    public const string Section = "Models";
+    public Dictionary<string, ModelOptions> Models { get; set; } = new(StringComparer.OrdinalIgnoreCase);
+}
+
+/// <summary>Limits on what a job may ask (section <c>Limits</c>); exceeding one fails the job naming the limit.</summary>
+public sealed class LimitsOptions
+{
+    public const string Section = "Limits";
+    public int MaxTextsPerJob { get; set; } = 10_000;
+    public int MaxCharactersPerText { get; set; } = 20_000;
+    /// <summary>Serialized size of the submit message.</summary>
+    public int MaxMessageBytes { get; set; } = 16 * 1024 * 1024;
+}

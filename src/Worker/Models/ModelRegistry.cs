@@ -1,0 +1,150 @@
+using AttributionFleet.Engine.Text;
+using AttributionFleet.Worker.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace AttributionFleet.Worker.Models;
+
+/// <summary>A job named a model id that is not configured.</summary>
+public sealed class UnknownModelException(string modelId, IEnumerable<string> known)
+    : Exception($"unknown model '{modelId}'; configured models: {(known.Any() ? string.Join(", ", known) : "(none)")}")
+{
+    public string ModelId { get; } = modelId;
+}
+
+/// <summary>
+/// Configured models, each loaded once on first use and kept; beyond the memory budget the least recently
+/// used model that no batch is using is unloaded. Thread-safe; loads of different models may overlap.
+/// </summary>
+public sealed class ModelRegistry : IDisposable
+{
+    private readonly Dictionary<string, ModelOptions> _configured;
+    private readonly long _budgetBytes;
+    private readonly string _device;
+    private readonly ILogger<ModelRegistry> _log;
+    private readonly object _gate = new();
+    private readonly Dictionary<string, Entry> _loaded = new(StringComparer.OrdinalIgnoreCase);
+    private readonly Dictionary<string, SemaphoreSlim> _loading = new(StringComparer.OrdinalIgnoreCase);
+    private long _clock;
+
+    private sealed class Entry(LoadedModel model)
+    {
+        public LoadedModel Model { get; } = model;
+        public int Leases;
+        public long LastUsed;
+    }
+
+    public ModelRegistry(IOptions<ModelsOptions> models, IOptions<WorkerOptions> worker, ILogger<ModelRegistry> log)
+    {
+        _configured = new Dictionary<string, ModelOptions>(models.Value.Models, StringComparer.OrdinalIgnoreCase);
+        _budgetBytes = worker.Value.ModelMemoryBudgetMB * 1024 * 1024;
+        _device = worker.Value.Device;
+        _log = log;
+    }
+
+    public IReadOnlyCollection<string> ModelIds => _configured.Keys;
+
+    public int LoadedCount { get { lock (_gate) return _loaded.Count; } }
+
+    public ModelOptions Options(string modelId) =>
+        _configured.TryGetValue(modelId, out var o) ? o : throw new UnknownModelException(modelId, _configured.Keys);
+
+    /// <summary>The model, loaded if needed; dispose the lease when the batch is done.</summary>
+    public ModelLease Acquire(string modelId)
+    {
+        var options = Options(modelId);
+        SemaphoreSlim loadGate;
+        lock (_gate)
+        {
+            if (TryLease(modelId, out var lease)) return lease;
+            if (!_loading.TryGetValue(modelId, out loadGate!)) _loading[modelId] = loadGate = new SemaphoreSlim(1, 1);
+        }
+        loadGate.Wait();
+        try
+        {
+            lock (_gate)
+                if (TryLease(modelId, out var lease)) return lease;
+            var started = System.Diagnostics.Stopwatch.StartNew();
+            var model = LoadedModel.Load(options.Path, DeviceSelector.Resolve(_device));
+            _log.LogInformation("Loaded model {ModelId} from {Path} ({MB:0.0} MB) in {Ms} ms", modelId, options.Path, model.WeightBytes / 1048576.0, started.ElapsedMilliseconds);
+            lock (_gate)
+            {
+                var entry = new Entry(model) { LastUsed = ++_clock, Leases = 1 };
+                _loaded[modelId] = entry;
+                EvictOverBudget(modelId);
+                return new ModelLease(this, modelId, entry.Model);
+            }
+        }
+        finally
+        {
+            loadGate.Release();
+        }
+    }
+
+    private bool TryLease(string modelId, out ModelLease lease)
+    {
+        if (_loaded.TryGetValue(modelId, out var e))
+        {
+            e.Leases++;
+            e.LastUsed = ++_clock;
+            lease = new ModelLease(this, modelId, e.Model);
+            return true;
+        }
+        lease = null!;
+        return false;
+    }
+
+    internal void Release(string modelId, LoadedModel model)
+    {
+        lock (_gate)
+        {
+            foreach (var (id, e) in _loaded)
+                if (ReferenceEquals(e.Model, model)) { e.Leases--; return; }
+            // Evicted while leased: the last lease unloads it.
+            if (_evictedLeased.TryGetValue(model, out var entry) && --entry.Leases == 0)
+            {
+                _evictedLeased.Remove(model);
+                model.Dispose();
+            }
+        }
+    }
+
+    private readonly Dictionary<LoadedModel, Entry> _evictedLeased = new();
+
+    private void EvictOverBudget(string keep)
+    {
+        long total = _loaded.Values.Sum(e => e.Model.WeightBytes);
+        foreach (var (id, e) in _loaded.OrderBy(p => p.Value.LastUsed).ToList())
+        {
+            if (total <= _budgetBytes) break;
+            if (string.Equals(id, keep, StringComparison.OrdinalIgnoreCase)) continue;
+            _loaded.Remove(id);
+            total -= e.Model.WeightBytes;
+            _log.LogInformation("Unloaded model {ModelId} (memory budget {MB} MB)", id, _budgetBytes / 1048576);
+            if (e.Leases == 0) e.Model.Dispose();
+            else _evictedLeased[e.Model] = e;
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            foreach (var e in _loaded.Values) e.Model.Dispose();
+            _loaded.Clear();
+        }
+    }
+}
+
+/// <summary>A model in use by one batch.</summary>
+public sealed class ModelLease(ModelRegistry registry, string modelId, LoadedModel model) : IDisposable
+{
+    private int _disposed;
+    public LoadedModel Model { get; } = model;
+    public string ModelId { get; } = modelId;
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0) registry.Release(ModelId, Model);
+    }
+}

@@ -1,0 +1,9 @@
+using AttributionFleet.Worker.Hosting;
+using Microsoft.Extensions.Hosting;
+
+// An attribution worker: configuration from appsettings.json, environment (Worker__Transport=RabbitMq,
+// RabbitMq__Password=…, Models__tiny__Path=…) and the command line (--Worker:Transport=RabbitMq).
+var builder = Host.CreateApplicationBuilder(args);
+builder.Configuration.AddFleetConfigFile(Environment.GetEnvironmentVariable("FLEET_CONFIG"));
+builder.Services.AddAttributionFleet(builder.Configuration);
+await builder.Build().RunAsync();
