@@ -39,9 +39,45 @@ public static class SoftmaxRule
         var u = ops.Map(a, t => t - shift);
         var e = RescaleRule.Exp(u, promote);
         var s = ops.Map(e, t => t.sum(dim, keepdim: true));
-        var g = RescaleRule.Log(s, promote);
+        var g = LogOfSum(s, u, dim, promote);
         var logProbs = ops.Map(u, g, (uu, gg) => uu - gg);
         return RescaleRule.Exp(logProbs, promote);
+    }
+
+    /// <summary>
+    /// <c>g = log s</c> under the log rule, guarded against underflow: where one half's whole row sits so far below the
+    /// shared shift that all its exps underflow (a row more than ~745 below the other half's maximum in float64, ~104 in
+    /// float32), <c>s</c> is 0 (or subnormal) and <c>log s</c> would be −inf, making the value and, through the multiplier,
+    /// everything downstream NaN. There that half takes <c>logsumexp(u)</c> (finite) and the multiplier is the plain ratio
+    /// <c>(g − g0) / (s − s0)</c>, which conserves by construction and does not cancel (the other half's <c>s</c> is ≥ 1,
+    /// because the shift is its row maximum). Rows without underflow are computed exactly as by <see cref="RescaleRule.Log"/>.
+    /// </summary>
+    private static Act LogOfSum(Act s, Act u, long dim, bool promote)
+    {
+        double tiny = s.X.dtype == ScalarType.Float64 ? 2.2250738585072014E-308 : 1.1754943508222875E-38; // smallest normal
+        Tensor g, g0;
+        using (no_grad())
+        {
+            g = GuardedLog(s.X.detach(), u.X.detach(), dim, tiny);
+            g0 = GuardedLog(s.Ref, u.Ref, dim, tiny);
+        }
+        var m = Multipliers.InDouble(s.X, s.Ref, (sd, s0d) =>
+        {
+            var d = (sd - s0d).abs();
+            var low = minimum(sd, s0d);
+            var m = Multipliers.SafeRatio((d / low).log1p(), d, sd.reciprocal());
+            var under = low < tiny;
+            if (!under.any().item<bool>()) return m;
+            var plain = (g.to_type(sd.dtype) - g0.to_type(sd.dtype)) / where(under, sd - s0d, ones_like(sd));
+            return where(under, plain, m);
+        }, promote);
+        return new Act(Multipliers.Override(g, s.X, m), g0);
+    }
+
+    private static Tensor GuardedLog(Tensor s, Tensor u, long dim, double tiny)
+    {
+        var under = s < tiny;
+        return under.any().item<bool>() ? where(under, u.logsumexp(dim, keepdim: true), s.log()) : s.log();
     }
 
     /// <summary>
