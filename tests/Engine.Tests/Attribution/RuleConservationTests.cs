@@ -337,6 +337,47 @@ public class RuleConservationTests(ITestOutputHelper output)
         Assert.True(diff <= 1e-14, $"multiplier on equal rows differs from the gradient by {diff:E2}");
     }
 
+    /// <summary>
+    /// One half's whole row sits so far below the shared shift that its exps underflow to 0 (float64: > ~745 below;
+    /// float32: > ~104): the sum is 0 and a plain <c>log</c> gives −inf. Values and multipliers must stay finite and conserve.
+    /// </summary>
+    [Theory]
+    [InlineData(ScalarType.Float64, 800.0)]
+    [InlineData(ScalarType.Float64, 5000.0)]
+    [InlineData(ScalarType.Float32, 120.0)]
+    [InlineData(ScalarType.Float32, 1e4)]
+    public void SoftmaxExactSurvivesUnderflowOfOneHalf(ScalarType dtype, double gap)
+    {
+        var gen = new TorchSharp.torch.Generator(77);
+        var x = randn(new long[] { 4, 6 }, dtype: F64, generator: gen) * 2;
+        var r = randn(new long[] { 4, 6 }, dtype: F64, generator: gen) * 2;
+        r[0] = r[0] - gap;   // reference row far below the input's
+        x[1] = x[1] - gap;   // input row far below the reference's
+        r[2] = x[2] - gap;   // the same row shifted: same softmax, exps of the reference underflow
+        var xt = x.to_type(dtype);
+        var rt = r.to_type(dtype);
+        var w = Weights(x.shape, 77).to_type(dtype);
+        var ops = new DeepLiftOps();
+        var (grad, y, y0) = Run(a => SoftmaxRule.Exact(ops, a, -1, true), xt, rt, w);
+        Assert.True(y.isfinite().all().item<bool>(), "non-finite softmax value");
+        Assert.True(y0.isfinite().all().item<bool>(), "non-finite reference softmax value");
+        Assert.True(grad.isfinite().all().item<bool>(), "non-finite multiplier");
+        // One shift shared by both halves (needed for conservation) puts the far half's u = x − c at ~gap, so u carries
+        // an absolute rounding error of ~gap × machine epsilon: that is the attainable accuracy of its values here.
+        double eps = dtype == ScalarType.Float64 ? 2.2e-16 : 1.2e-7;
+        double tol = 4 * eps * gap;
+        AssertClose("softmax value", y.to_type(F64), xt.to_type(F64).softmax(-1), tol);
+        AssertClose("softmax reference value", y0.to_type(F64), rt.to_type(F64).softmax(-1), tol);
+        var xd = xt.to_type(F64);
+        var rd = rt.to_type(F64);
+        var contributions = ((xd - rd) * grad.to_type(F64)).sum(1);
+        var change = (w.to_type(F64) * (y.to_type(F64) - y0.to_type(F64))).sum(1);
+        // The terms are as large as gap × multiplier (≤ 1), so rounding is relative to the gap.
+        var err = (contributions - change).abs().max().item<double>();
+        output.WriteLine($"{dtype} gap {gap}: max |Σ Δx·m − Σ w·Δy| per row = {err:E2}");
+        Assert.True(err <= 40 * eps * gap, $"conservation error {err:E2}");
+    }
+
     /// <summary>Softmax inside a toy model, along dim 1 of [B, C, D] (not the last): whole-model summation-to-delta.</summary>
     [Fact]
     public void SoftmaxAlongMiddleDimConservesInsideModel()
