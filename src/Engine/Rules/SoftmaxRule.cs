@@ -81,26 +81,33 @@ public static class SoftmaxRule
     }
 
     /// <summary>
-    /// <c>m = Δy/Δx</c> elementwise (<c>y(1−y)</c>, the Jacobian's diagonal, where Δx = 0). With <paramref name="rowMean"/>
-    /// the backward becomes <c>g∘m − mean_d(g∘m)</c>, i.e. the forward term <c>m∘(d − mean_d d)</c> with <c>d = x − x.detach()</c>.
+    /// <c>m = Δy/Δx</c> elementwise; where <c>Δx = 0</c> the plain gradient, i.e. the full softmax Jacobian <c>Jᵀg</c> (as
+    /// Captum does: its fallback is the op's own grad_input, not the Jacobian's diagonal). With <paramref name="rowMean"/>
+    /// the backward <c>G</c> becomes <c>G − mean_d(G)</c>, i.e. every forward term is fed <c>d − mean_d d</c> with
+    /// <c>d = x − x.detach()</c> (the centring is its own adjoint).
     /// </summary>
     private static Act Rescale(Act a, long dim, bool promote, bool rowMean)
     {
         var x = a.X;
-        Tensor y, y0;
+        Tensor y, y0, same;
         using (no_grad())
         {
             y = x.detach().softmax(dim);
             y0 = a.Ref.softmax(dim);
+            same = x.detach() == a.Ref;
         }
         var m = Multipliers.InDouble(x, a.Ref, (xd, x0d) =>
-        {
-            var yd = xd.softmax(dim);
-            return Multipliers.SafeRatio(yd - x0d.softmax(dim), xd - x0d, yd * (1 - yd));
-        }, promote);
+            Multipliers.SafeRatio(xd.softmax(dim) - x0d.softmax(dim), xd - x0d, zeros_like(xd)), promote);
         if (!x.requires_grad) return new Act(y, y0);
         var d = x - x.detach();
         if (rowMean) d = d - d.mean(new[] { dim }, keepdim: true);
-        return new Act(y + m * d, y0);
+        var result = y + m * d;
+        if (same.any().item<bool>())
+        {
+            // Zero-valued term whose gradient is Jᵀg on the entries with Δx = 0 (softmax of x plus an exact zero).
+            var xd = x.detach();
+            result = result + ((xd + where(same, d, zeros_like(d))).softmax(dim) - y);
+        }
+        return new Act(result, y0);
     }
 }
