@@ -48,7 +48,7 @@ internal static class Gradients
             var rowTargets = Enumerable.Repeat(targets, count).SelectMany(t => t).ToArray();
             var (g, _) = At(model, flat, masks, rowTargets, output);
             var w = tensor(weights.AsSpan(start, count).ToArray(), dtype: x.dtype, device: x.device).reshape(count, 1, 1, 1);
-            total.add_((g.reshape(count, b, x.shape[1], x.shape[2]) * w).sum(0));
+            total.add_((g.reshape(count, b, x.shape[1], x.shape[2]) * w).sum(0L)); // 0L: a literal 0 binds to sum(ScalarType) and sums everything into a Byte
         }
         return total;
     }
