@@ -31,7 +31,13 @@ internal static class Gradients
     /// rows up to <paramref name="maxRows"/> per pass to bound memory.
     /// </summary>
     public static Tensor WeightedPathGradients(TransformerClassifier model, Tensor x, Tensor r, Tensor mask, long[] targets,
-        OutputKind output, double[] alphas, double[] weights, int maxRows, Func<int, Tensor>? noise = null)
+        OutputKind output, double[] alphas, double[] weights, int maxRows, Func<int, Tensor>? noise = null) =>
+        WeightedPathGradients((points, masks, rowTargets) => At(model, points, masks, rowTargets, output).Grad,
+            x, r, mask, targets, alphas, weights, maxRows, noise);
+
+    /// <summary>The same for any gradient <paramref name="gradientAt"/>(points [N, L, H], masks [N, L], targets [N]) (a test seam).</summary>
+    internal static Tensor WeightedPathGradients(Func<Tensor, Tensor, long[], Tensor> gradientAt, Tensor x, Tensor r, Tensor mask,
+        long[] targets, double[] alphas, double[] weights, int maxRows, Func<int, Tensor>? noise = null)
     {
         long b = x.shape[0];
         int perPass = Math.Max(1, maxRows / (int)b);
@@ -46,9 +52,9 @@ internal static class Gradients
             var flat = points.reshape(count * b, x.shape[1], x.shape[2]);
             var masks = mask.repeat(count, 1);
             var rowTargets = Enumerable.Repeat(targets, count).SelectMany(t => t).ToArray();
-            var (g, _) = At(model, flat, masks, rowTargets, output);
+            var g = gradientAt(flat, masks, rowTargets);
             var w = tensor(weights.AsSpan(start, count).ToArray(), dtype: x.dtype, device: x.device).reshape(count, 1, 1, 1);
-            total.add_((g.reshape(count, b, x.shape[1], x.shape[2]) * w).sum(0));
+            total.add_((g.reshape(count, b, x.shape[1], x.shape[2]) * w).sum(0L)); // 0L: a literal 0 binds to sum(ScalarType) and sums everything into a Byte
         }
         return total;
     }

@@ -39,33 +39,81 @@ public static class SoftmaxRule
         var u = ops.Map(a, t => t - shift);
         var e = RescaleRule.Exp(u, promote);
         var s = ops.Map(e, t => t.sum(dim, keepdim: true));
-        var g = RescaleRule.Log(s, promote);
+        var g = LogOfSum(s, u, dim, promote);
         var logProbs = ops.Map(u, g, (uu, gg) => uu - gg);
         return RescaleRule.Exp(logProbs, promote);
     }
 
     /// <summary>
-    /// <c>m = Δy/Δx</c> elementwise (<c>y(1−y)</c>, the Jacobian's diagonal, where Δx = 0). With <paramref name="rowMean"/>
-    /// the backward becomes <c>g∘m − mean_d(g∘m)</c>, i.e. the forward term <c>m∘(d − mean_d d)</c> with <c>d = x − x.detach()</c>.
+    /// <c>g = log s</c> under the log rule, guarded against underflow: where one half's whole row sits so far below the
+    /// shared shift that all its exps underflow (a row more than ~745 below the other half's maximum in float64, ~104 in
+    /// float32), <c>s</c> is 0 (or subnormal) and <c>log s</c> would be −inf, making the value and, through the multiplier,
+    /// everything downstream NaN. There that half takes <c>logsumexp(u)</c> (finite) and the multiplier is the plain ratio
+    /// <c>(g − g0) / (s − s0)</c>, which conserves by construction and does not cancel (the other half's <c>s</c> is ≥ 1,
+    /// because the shift is its row maximum). Rows without underflow are computed exactly as by <see cref="RescaleRule.Log"/>.
+    /// </summary>
+    private static Act LogOfSum(Act s, Act u, long dim, bool promote)
+    {
+        double tiny = s.X.dtype == ScalarType.Float64 ? 2.2250738585072014E-308 : 1.1754943508222875E-38; // smallest normal
+        Tensor g, g0;
+        using (no_grad())
+        {
+            g = GuardedLog(s.X.detach(), u.X.detach(), dim, tiny);
+            g0 = GuardedLog(s.Ref, u.Ref, dim, tiny);
+        }
+        var m = ActScope.Run(() =>
+        {
+            using var _ = no_grad();
+            var work = Multipliers.WorkType(s.X.dtype, promote);
+            var sd = s.X.detach().to_type(work);
+            var s0d = s.Ref.to_type(work);
+            var d = (sd - s0d).abs();
+            var low = minimum(sd, s0d);
+            var ratio = Multipliers.SafeRatio((d / low).log1p(), d, () => sd.reciprocal());
+            var under = low < tiny;
+            if (!under.any().item<bool>()) return ratio.to_type(s.X.dtype);
+            var plain = (g.to_type(work) - g0.to_type(work)) / where(under, sd - s0d, ones_like(sd));
+            return where(under, plain, ratio).to_type(s.X.dtype);
+        });
+        return new Act(Multipliers.Override(g, s.X, m), g0);
+    }
+
+    private static Tensor GuardedLog(Tensor s, Tensor u, long dim, double tiny)
+    {
+        var under = s < tiny;
+        return under.any().item<bool>() ? where(under, u.logsumexp(dim, keepdim: true), s.log()) : s.log();
+    }
+
+    /// <summary>
+    /// <c>m = Δy/Δx</c> elementwise; where <c>Δx = 0</c> the plain gradient, i.e. the full softmax Jacobian <c>Jᵀg</c> (as
+    /// Captum does: its fallback is the op's own grad_input, not the Jacobian's diagonal). With <paramref name="rowMean"/>
+    /// the backward <c>G</c> becomes <c>G − mean_d(G)</c>, i.e. every forward term is fed <c>d − mean_d d</c> with
+    /// <c>d = x − x.detach()</c> (the centring is its own adjoint).
     /// </summary>
     private static Act Rescale(Act a, long dim, bool promote, bool rowMean)
     {
         var x = a.X;
-        Tensor y, y0, m;
+        Tensor y, y0, same, m;
         using (no_grad())
         {
             var work = Multipliers.WorkType(x.dtype, promote);
             var xd = x.detach().to_type(work);
             var x0d = a.Ref.to_type(work);
-            var yd = xd.softmax(dim);
-            var y0d = x0d.softmax(dim);
-            m = Multipliers.SafeRatio(yd - y0d, xd - x0d, () => yd * (1 - yd)).to_type(x.dtype);
-            y = yd.to_type(x.dtype);
-            y0 = y0d.to_type(x.dtype);
+            m = Multipliers.SafeRatio(xd.softmax(dim) - x0d.softmax(dim), xd - x0d, () => zeros_like(xd)).to_type(x.dtype);
+            y = x.detach().softmax(dim);
+            y0 = a.Ref.softmax(dim);
+            same = x.detach() == a.Ref;
         }
         if (!x.requires_grad) return new Act(y, y0);
         var d = x - x.detach();
         if (rowMean) d = d - d.mean(new[] { dim }, keepdim: true);
-        return new Act(y + m * d, y0);
+        var result = y + m * d;
+        if (same.any().item<bool>())
+        {
+            // Zero-valued term whose gradient is Jᵀg on the entries with Δx = 0 (softmax of x plus an exact zero).
+            var xd = x.detach();
+            result = result + ((xd + where(same, d, zeros_like(d))).softmax(dim) - y);
+        }
+        return new Act(result, y0);
     }
 }
