@@ -6,7 +6,7 @@ namespace AttributionFleet.Fleet.Tests.Support;
 
 /// <summary>
 /// Where the RabbitMQ tests find a broker: a Testcontainers RabbitMQ where a Docker engine exists, otherwise the
-/// broker named by <c>FLEET_TEST_RABBITMQ</c> (e.g. <c>amqp://guest:guest@localhost:5672/</c>, see .ci/start-rabbitmq.sh).
+/// broker named by <c>FLEET_TEST_RABBITMQ</c> (e.g. <c>amqp://guest:guest@localhost:5672/</c>, see .ci/services/rabbitmq.sh).
 /// </summary>
 public static class RabbitMqBroker
 {
@@ -26,7 +26,7 @@ public static class RabbitMqBroker
         if (DockerAvailable) return null;
         var url = Environment.GetEnvironmentVariable(Variable);
         if (string.IsNullOrWhiteSpace(url))
-            return $"no RabbitMQ: no Docker engine for Testcontainers and {Variable} is not set (run .ci/start-rabbitmq.sh and export the line it prints)";
+            return $"no RabbitMQ: no Docker engine for Testcontainers and {Variable} is not set (run .ci/services/rabbitmq.sh and export the line it prints)";
         var uri = new Uri(url);
         try
         {

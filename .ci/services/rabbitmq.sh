@@ -2,8 +2,8 @@
 # Installs (if needed) and starts a local RabbitMQ broker without systemd, waits for port 5672,
 # and prints the environment line the fleet's RabbitMQ tests read. Idempotent: if a broker already
 # answers on the port, it only prints the line.
-#   usage: .ci/start-rabbitmq.sh            (then: export the printed FLEET_TEST_RABBITMQ=... line)
-#          eval "$(.ci/start-rabbitmq.sh | tail -n 1)"
+#   usage: .ci/services/rabbitmq.sh            (then: export the printed FLEET_TEST_RABBITMQ=... line)
+#          eval "$(.ci/services/rabbitmq.sh | tail -n 1)"
 set -euo pipefail
 PORT="${RABBITMQ_PORT:-5672}"
 URL="amqp://guest:guest@localhost:${PORT}/"
