@@ -78,7 +78,8 @@ public static class BenchCommand
         var config = RandomModels.BertConfig(layers, 768, 12, 3072, 30522, 2);
         using var model = RandomModels.Create(config, seed: 0, std: 0.02);
         Directory.CreateDirectory(dir);
-        File.Copy(Path.Combine(MiniLmAssets.EnsureExtracted(), "vocab.txt"), Path.Combine(dir, "vocab.txt"), overwrite: true);
+        var vocab = Path.Combine(dir, "vocab.txt");
+        if (!File.Exists(vocab)) File.Copy(Path.Combine(MiniLmAssets.EnsureExtracted(), "vocab.txt"), vocab);
         RandomModels.Save(model, dir);
         return dir;
     }
