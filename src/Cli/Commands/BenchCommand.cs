@@ -17,7 +17,7 @@ public static class BenchCommand
 {
     public const string Usage =
         "fleet bench predict   [--batch 32] [--length 128] [--repeats 3] [--threads N]\n" +
-        "fleet bench attribute [--batch 16] [--length 128] [--layers 12] [--repeats 3] [--ig-texts 2] [--steps 50] [--rules] [--precision float32|float64|float16|bfloat16] [--device cpu|cuda] [--threads N]\n" +
+        "fleet bench attribute [--batch 16] [--length 128] [--layers 12] [--repeats 3] [--ig-texts 2] [--steps 50] [--rules] [--no-promote] [--precision float32|float64|float16|bfloat16] [--device cpu|cuda] [--threads N]\n" +
         "fleet bench fleet     (see fleet bench fleet --help)";
 
     private static readonly string[] Options = { "batch", "length", "repeats", "threads", "layers", "ig-texts", "steps", "precision", "device" };
@@ -29,7 +29,7 @@ public static class BenchCommand
         switch (args[0])
         {
             case "predict": return Predict(new CommandLine(rest, Options, Array.Empty<string>()), stdout);
-            case "attribute": return Attribute(new CommandLine(rest, Options, new[] { "rules" }), stdout);
+            case "attribute": return Attribute(new CommandLine(rest, Options, new[] { "rules", "no-promote" }), stdout);
             case "rss": return LoadRss(rest, stdout);
             default:
                 throw new UsageException($"unknown benchmark '{args[0]}'; usage: {Usage}");
@@ -211,7 +211,7 @@ public static class BenchCommand
         double forward = Median(repeats, () =>
         {
             using var scope = NewDisposeScope();
-            model.Logits(ids, mask).sum().item<float>();
+            model.Logits(ids, mask).sum().to_type(ScalarType.Float64).item<double>();
         });
         stdout.WriteLine($"forward                {forward / batch,8:F3} s/text  {batch / forward,8:F2} texts/s  {batch * length / forward,9:F0} tokens/s  {flops / forward / 1e9,6:F1} GFLOP/s");
 
@@ -220,7 +220,7 @@ public static class BenchCommand
         foreach (var rule in rules)
         {
             AttributionOutput? result = null;
-            var options = new MethodOptions { Output = OutputKind.Logit, SoftmaxRule = rule };
+            var options = new MethodOptions { Output = OutputKind.Logit, SoftmaxRule = rule, PromoteMultipliers = !cl.Flag("no-promote") };
             double s = Median(rule == SoftmaxRuleKind.Exact ? repeats : 1, () =>
                 result = new DeepLift().Attribute(model, new AttributionBatch(ids, mask, new[] { reference }, targets), options));
             if (rule == SoftmaxRuleKind.Exact) deeplift = s;
