@@ -215,6 +215,11 @@ public static class BenchCommand
         });
         stdout.WriteLine($"forward                {forward / batch,8:F3} s/text  {batch / forward,8:F2} texts/s  {batch * length / forward,9:F0} tokens/s  {flops / forward / 1e9,6:F1} GFLOP/s");
 
+        // The practical floor: a plain forward plus an input-gradient backward (what Saliency costs).
+        double gradient = Median(repeats, () => new Saliency().Attribute(model, new AttributionBatch(ids, mask, new[] { reference }, targets),
+            new MethodOptions { Output = OutputKind.Logit }));
+        stdout.WriteLine($"gradient (fwd+bwd)     {gradient / batch,8:F3} s/text  {batch / gradient,8:F2} texts/s  cost {gradient / forward:F2}x forward");
+
         var rules = cl.Flag("rules") ? new[] { SoftmaxRuleKind.Exact, SoftmaxRuleKind.Rescale, SoftmaxRuleKind.RowMean } : new[] { SoftmaxRuleKind.Exact };
         double deeplift = 0;
         foreach (var rule in rules)
