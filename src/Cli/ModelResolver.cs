@@ -1,3 +1,5 @@
+using AttributionFleet.Worker.Models;
+
 namespace AttributionFleet.Cli;
 
 /// <summary>Turns --model into a model folder: none (or "sentiment-minilm") is the embedded default model.</summary>

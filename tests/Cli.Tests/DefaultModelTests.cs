@@ -5,6 +5,8 @@ using AttributionFleet.Engine.Checkpoints;
 using Xunit;
 using Xunit.Abstractions;
 
+using AttributionFleet.Worker.Models;
+
 namespace AttributionFleet.Cli.Tests;
 
 /// <summary>The embedded default model works out of the box: predict and explain with no --model.</summary>

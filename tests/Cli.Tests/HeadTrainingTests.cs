@@ -5,6 +5,8 @@ using AttributionFleet.Engine.Training;
 using Xunit;
 using Xunit.Abstractions;
 
+using AttributionFleet.Worker.Models;
+
 namespace AttributionFleet.Cli.Tests;
 
 /// <summary>The committed head against the committed data; the trainer is deterministic.</summary>

@@ -7,6 +7,8 @@ using AttributionFleet.Engine.Tokenization;
 using Xunit;
 using Xunit.Abstractions;
 
+using AttributionFleet.Worker.Models;
+
 namespace AttributionFleet.Cli.Tests;
 
 public class HtmlReportTests(ITestOutputHelper output)

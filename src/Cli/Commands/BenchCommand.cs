@@ -7,6 +7,8 @@ using AttributionFleet.Engine.Text;
 using Microsoft.ML.OnnxRuntime;
 using static TorchSharp.torch;
 
+using AttributionFleet.Worker.Models;
+
 namespace AttributionFleet.Cli.Commands;
 
 /// <summary>

@@ -2,6 +2,8 @@ using System.Globalization;
 using AttributionFleet.Cli.Report;
 using AttributionFleet.Engine.Text;
 
+using AttributionFleet.Worker.Models;
+
 namespace AttributionFleet.Cli.Commands;
 
 /// <summary><c>fleet explain [--model DIR] [--method …] [--json] "text" …</c></summary>

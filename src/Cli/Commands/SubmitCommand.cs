@@ -4,13 +4,15 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
+using AttributionFleet.Worker.Models;
+
 namespace AttributionFleet.Cli.Commands;
 
 /// <summary><c>fleet submit --model ID --input FILE [explain flags] [--out FILE] [--no-wait]</c>: a job through the fleet.</summary>
 public static class SubmitCommand
 {
     public const string Usage =
-        "fleet submit --model ID --input texts.txt|texts.jsonl [--method … and the other flags of fleet explain]\n" +
+        "fleet submit [--model ID (default sentiment-minilm)] --input texts.txt|texts.jsonl [--method … and the other flags of fleet explain]\n" +
         "             [--delta-threshold X] [--texts-per-batch N] [--out results.jsonl] [--no-wait] [--timeout SECONDS] [--verbose]\n" +
         "             " + FleetHost.OptionsUsage + "\n" +
         "             (--transport inmemory runs a worker in this process: no broker needed)";
@@ -20,7 +22,7 @@ public static class SubmitCommand
     public static int Run(string[] args, TextWriter stdout)
     {
         var cl = new CommandLine(args, ExplainCommand.ValueOptions.Concat(FleetHost.ValueOptions).Concat(Own).Distinct().ToArray(), new[] { "no-wait", "json", "verbose" });
-        var modelId = cl.Required("model");
+        var modelId = cl.Value("model") ?? DefaultModel.Id;
         var texts = TextInput.Read(cl);
         var job = new SubmitAttributionJob
         {

@@ -3,6 +3,8 @@ using AttributionFleet.Engine.Text;
 using AttributionFleet.Engine.Training;
 using static TorchSharp.torch;
 
+using AttributionFleet.Worker.Models;
+
 namespace AttributionFleet.Cli.Commands;
 
 /// <summary>

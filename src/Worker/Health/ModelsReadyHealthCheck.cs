@@ -23,14 +23,14 @@ public sealed class ModelPreloader(ModelRegistry registry, ModelPreloadState sta
 {
     protected override Task ExecuteAsync(CancellationToken stoppingToken) => Task.Run(() =>
     {
-        if (worker.Value.TorchThreads > 0) TorchSharp.torch.set_num_threads(worker.Value.TorchThreads);
+        Engine.EngineRuntime.Configure(worker.Value.TorchThreads);
         if (!worker.Value.PreloadModels || !worker.Value.ConsumeJobs)
         {
             state.Finish(null);
             return;
         }
         var errors = new List<string>();
-        foreach (var id in registry.ModelIds)
+        foreach (var id in registry.PreloadIds)
         {
             if (stoppingToken.IsCancellationRequested) return;
             try

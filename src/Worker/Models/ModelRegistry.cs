@@ -37,12 +37,23 @@ public sealed class ModelRegistry : IDisposable
     public ModelRegistry(IOptions<ModelsOptions> models, IOptions<WorkerOptions> worker, ILogger<ModelRegistry> log)
     {
         _configured = new Dictionary<string, ModelOptions>(models.Value.Models, StringComparer.OrdinalIgnoreCase);
+        // The embedded default model is always there unless configured otherwise (built on first use, not preloaded).
+        _configured.TryAdd(DefaultModel.Id, new ModelOptions());
         _budgetBytes = worker.Value.ModelMemoryBudgetMB * 1024 * 1024;
         _device = worker.Value.Device;
         _log = log;
     }
 
     public IReadOnlyCollection<string> ModelIds => _configured.Keys;
+
+    /// <summary>Models to load at start: those configured with a folder (the embedded default is built on first use).</summary>
+    public IReadOnlyCollection<string> PreloadIds => _configured.Where(p => !string.IsNullOrEmpty(p.Value.Path)).Select(p => p.Key).ToList();
+
+    /// <summary>The folder of a model: its configured path, or for the embedded default (no path) the folder built from the package.</summary>
+    public static string FolderOf(string modelId, ModelOptions options) =>
+        !string.IsNullOrEmpty(options.Path) ? options.Path
+        : string.Equals(modelId, DefaultModel.Id, StringComparison.OrdinalIgnoreCase) ? DefaultModel.EnsureFolder()
+        : throw new Engine.ModelLoadException($"Model '{modelId}' has no Path in configuration (Models:{modelId}:Path)", field: $"Models:{modelId}:Path");
 
     public int LoadedCount { get { lock (_gate) return _loaded.Count; } }
 
@@ -65,8 +76,9 @@ public sealed class ModelRegistry : IDisposable
             lock (_gate)
                 if (TryLease(modelId, out var lease)) return lease;
             var started = System.Diagnostics.Stopwatch.StartNew();
-            var model = LoadedModel.Load(options.Path, DeviceSelector.Resolve(_device));
-            _log.LogInformation("Loaded model {ModelId} from {Path} ({MB:0.0} MB) in {Ms} ms", modelId, options.Path, model.WeightBytes / 1048576.0, started.ElapsedMilliseconds);
+            var folder = FolderOf(modelId, options);
+            var model = LoadedModel.Load(folder, DeviceSelector.Resolve(_device));
+            _log.LogInformation("Loaded model {ModelId} from {Path} ({MB:0.0} MB) in {Ms} ms", modelId, folder, model.WeightBytes / 1048576.0, started.ElapsedMilliseconds);
             lock (_gate)
             {
                 var entry = new Entry(model) { LastUsed = ++_clock, Leases = 1 };

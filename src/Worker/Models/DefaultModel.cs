@@ -5,7 +5,7 @@ using AttributionFleet.Engine.Models;
 using AttributionFleet.Engine.Training;
 using static TorchSharp.torch;
 
-namespace AttributionFleet.Cli;
+namespace AttributionFleet.Worker.Models;
 
 /// <summary>
 /// The embedded default model <c>sentiment-minilm</c>: the pretrained MiniLM encoder (<see cref="MiniLmAssets"/>), mean

