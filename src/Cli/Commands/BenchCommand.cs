@@ -33,6 +33,7 @@ public static class BenchCommand
             case "predict": return Predict(new CommandLine(rest, Options, Array.Empty<string>()), stdout);
             case "attribute": return Attribute(new CommandLine(rest, Options, new[] { "rules", "no-promote" }), stdout);
             case "rss": return LoadRss(rest, stdout);
+            case "profile": return Profile(new CommandLine(rest, Options, new[] { "no-promote" }), stdout);
             default:
                 throw new UsageException($"unknown benchmark '{args[0]}'; usage: {Usage}");
         }
@@ -188,6 +189,39 @@ public static class BenchCommand
         foreach (var line in File.ReadLines("/proc/self/status"))
             if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
                 return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+        return 0;
+    }
+
+    /// <summary>Where one DeepLift pass spends its time: each nonlinear op's rule, the linear rest, the backward.</summary>
+    private static int Profile(CommandLine cl, TextWriter stdout)
+    {
+        SetThreads(cl);
+        int batch = cl.Int("batch", 16), length = cl.Int("length", 128), layers = cl.Int("layers", 2);
+        using var loaded = LoadedModel.Load(BertBaseDir(layers), CPU);
+        var model = loaded.Float32;
+        var ids = tensor(RandomIds(batch, length, 30522, seed: 2));
+        var refIds = zeros_like(ids[..1]);
+        refIds[0, 0] = 101;
+        refIds[0, length - 1] = 102;
+        var reference = model.WordEmbeddings(refIds);
+        for (int round = 0; round < 2; round++)
+        {
+            using var scope = NewDisposeScope();
+            using var grad = enable_grad();
+            var ops = new ProfilingOps(new Engine.Attribution.DeepLiftOps(promoteMultipliers: !cl.Flag("no-promote")));
+            var sw = Stopwatch.StartNew();
+            var x = model.WordEmbeddings(ids).detach().requires_grad_(true);
+            var logits = model.Forward(ops, new Act(x, reference), ones_like(ids));
+            double forward = sw.Elapsed.TotalSeconds;
+            sw.Restart();
+            logits.X.select(1, 0).sum().backward();
+            double backward = sw.Elapsed.TotalSeconds;
+            if (round == 0) continue; // warm-up
+            stdout.WriteLine($"DeepLift pass, {layers} layers, batch {batch} x {length}: forward {forward:F3} s, backward {backward:F3} s");
+            foreach (var (name, seconds) in ops.Seconds.OrderByDescending(p => p.Value))
+                stdout.WriteLine($"  {name,-22} {seconds,7:F3} s  {seconds / forward,6:P0} of the forward");
+            stdout.WriteLine($"  {"linear + rest",-22} {forward - ops.Seconds.Values.Sum(),7:F3} s");
+        }
         return 0;
     }
 
