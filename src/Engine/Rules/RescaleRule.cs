@@ -7,6 +7,11 @@ namespace AttributionFleet.Engine.Rules;
 /// Rescale rule for an elementwise <c>y = g(x)</c>: <c>m = (g(x) − g(x0)) / (x − x0)</c>, and <c>g'(x)</c> where
 /// <c>x == x0</c> exactly. Conserves by construction: <c>m Δx = Δy</c>. Closed forms are used where the plain
 /// ratio would divide by a tiny number or overflow.
+/// Only the generic ratio divides a difference by a difference, so only it is computed in float64 for float32
+/// activations; the closed forms (exp, log, square, inverse square root) are smooth functions of Δ and stay in the
+/// activation's precision: measured on the real MiniLM encoder, float32 token scores are 1.0e-6 (relative to the
+/// largest score) from a float64 run this way, 6e-7 with every rule promoted, 3.8e-5 with none — and the closed
+/// forms run on the attention-sized tensors, where float64 work costs most.
 /// </summary>
 public static class RescaleRule
 {
@@ -71,7 +76,7 @@ public static class RescaleRule
         {
             var d = (x - x0).abs();
             return Multipliers.SafeRatio(maximum(e, e0) * (-(-d).expm1()), d, () => e);
-        }, promote);
+        }, promote: false);
 
     /// <summary>
     /// <c>y = log(s)</c>, s &gt; 0: <c>m = log1p(|s − s0| / min(s, s0)) / |s − s0|</c>, <c>1/s</c> where equal.
@@ -82,16 +87,16 @@ public static class RescaleRule
         {
             var d = (s - s0).abs();
             return Multipliers.SafeRatio((d / minimum(s, s0)).log1p(), d, () => s.reciprocal());
-        }, promote);
+        }, promote: false);
 
     /// <summary><c>y = c²</c>: <c>c² − c0² = (c + c0)(c − c0)</c> ⇒ <c>m = c + c0</c> (exact, no division).</summary>
     public static Act Square(Act a, bool promote) =>
-        Elementwise(a, t => t.square(), (c, c0, _, _) => c + c0, promote);
+        Elementwise(a, t => t.square(), (c, c0, _, _) => c + c0, promote: false);
 
     /// <summary>
     /// <c>r = (v + eps)^(−1/2)</c>: with <c>w = v + eps</c>, <c>r − r0 = −(w − w0) (r r0)² / (r + r0)</c>
     /// ⇒ <c>m = −(r r0)² / (r + r0)</c> (exact, no division by Δ).
     /// </summary>
     public static Act InverseSqrt(Act a, double eps, bool promote) =>
-        Elementwise(a, t => (t + eps).rsqrt(), (_, _, r, r0) => -(r * r0).square() / (r + r0), promote);
+        Elementwise(a, t => (t + eps).rsqrt(), (_, _, r, r0) => -(r * r0).square() / (r + r0), promote: false);
 }

@@ -64,7 +64,7 @@ public static class SoftmaxRule
         var m = ActScope.Run(() =>
         {
             using var _ = no_grad();
-            var work = Multipliers.WorkType(s.X.dtype, promote);
+            var work = Multipliers.WorkType(s.X.dtype, promote: false); // a closed form: see RescaleRule
             var sd = s.X.detach().to_type(work);
             var s0d = s.Ref.to_type(work);
             var d = (sd - s0d).abs();
