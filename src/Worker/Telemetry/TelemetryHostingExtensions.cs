@@ -21,6 +21,12 @@ public static class TelemetryHostingExtensions
     /// <summary>Meters exported: the fleet's and MassTransit's (<c>messaging_masstransit_*</c>).</summary>
     public static readonly string[] Meters = { FleetMetrics.MeterName, "MassTransit" };
 
+    private static readonly string[] MassTransitTagKeys =
+    {
+        "messaging.masstransit.consumer_type", "messaging.masstransit.message_type", "messaging.masstransit.exception_type",
+        "messaging.masstransit.service",
+    };
+
     /// <summary>The instruments (always) and, from section <c>Telemetry</c>, the OpenTelemetry exporters: OTLP (traces, metrics,
     /// logs with scopes) and/or a Prometheus scrape endpoint.</summary>
     public static IServiceCollection AddFleetTelemetry(this IServiceCollection services, IConfiguration configuration)
@@ -39,6 +45,11 @@ public static class TelemetryHostingExtensions
             .WithMetrics(m =>
             {
                 m.AddMeter(Meters);
+                // MassTransit tags its instruments with the destination, and every job has its own result queue: keep only
+                // low-cardinality attributes (the batch and job queues are told apart by consumer type).
+                m.AddView(instrument => instrument.Meter.Name == "MassTransit"
+                    ? new MetricStreamConfiguration { TagKeys = MassTransitTagKeys }
+                    : null);
                 if (prometheus)
                     m.AddPrometheusHttpListener(o =>
                     {
