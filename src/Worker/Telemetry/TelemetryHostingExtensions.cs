@@ -53,7 +53,7 @@ public static class TelemetryHostingExtensions
                 if (prometheus)
                     m.AddPrometheusHttpListener(o =>
                     {
-                        o.Host = t.PrometheusHost;
+                        o.Host = t.ResolvedPrometheusHost();
                         o.Port = t.PrometheusPort;
                     });
             });

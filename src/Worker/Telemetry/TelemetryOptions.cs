@@ -17,11 +17,22 @@ public sealed class TelemetryOptions
     public string OtlpProtocol { get; set; } = "grpc";
     /// <summary>Port of the Prometheus scrape endpoint (<c>/metrics</c>); 0 = none.</summary>
     public int PrometheusPort { get; set; }
-    /// <summary>Host name the scrape endpoint answers to: only requests for exactly this name are served
-    /// (<c>localhost</c>; <c>*</c> for every name, as in containers).</summary>
+    /// <summary>Host the scrape endpoint answers to: the exporter serves only requests for exactly this name (no wildcards).
+    /// <c>localhost</c> (default), a DNS name, or <c>auto</c>: this machine's first non-loopback IPv4 address (the container
+    /// or pod IP, which is what Prometheus uses with DNS or Kubernetes service discovery).</summary>
     public string PrometheusHost { get; set; } = "localhost";
-    /// <summary>Export interval of metrics over OTLP.</summary>
-    public int MetricExportIntervalMs { get; set; } = 10_000;
+
+    /// <summary><see cref="PrometheusHost"/> with <c>auto</c> resolved.</summary>
+    public string ResolvedPrometheusHost()
+    {
+        if (!string.Equals(PrometheusHost, "auto", StringComparison.OrdinalIgnoreCase)) return PrometheusHost;
+        var address = System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces()
+            .Where(n => n.OperationalStatus == System.Net.NetworkInformation.OperationalStatus.Up)
+            .SelectMany(n => n.GetIPProperties().UnicastAddresses)
+            .Select(a => a.Address)
+            .FirstOrDefault(a => a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork && !System.Net.IPAddress.IsLoopback(a));
+        return address?.ToString() ?? "localhost";
+    }
     /// <summary>Trace sampling ratio (parent-based).</summary>
     public double TraceSampleRatio { get; set; } = 1.0;
 
