@@ -42,8 +42,11 @@ public sealed record SubmitAttributionJob
     public string ModelId { get; init; } = "";
     public IReadOnlyList<JobText> Texts { get; init; } = Array.Empty<JobText>();
     public AttributionOptions Options { get; init; } = new();
-    /// <summary>|delta| above this marks a text OverThreshold and raises <see cref="AttributionDeltaExceeded"/>; null = the model's configured threshold.</summary>
+    /// <summary>|delta| above this marks a text OverThreshold and raises <see cref="AttributionDeltaExceeded"/>. The worker uses the
+    /// stricter of this and the configured threshold of the model and method (a job cannot loosen it); null = the configured one.</summary>
     public double? DeltaThreshold { get; init; }
+    /// <summary>The same for |delta| / |f(x) − f(x0)|.</summary>
+    public double? RelativeDeltaThreshold { get; init; }
     /// <summary>Texts per batch message (null = the worker's default).</summary>
     public int? TextsPerBatch { get; init; }
     public DateTimeOffset SubmittedAt { get; init; }
@@ -59,7 +62,10 @@ public sealed record ExplainAttributionBatch
     public int TextCount { get; init; }
     public IReadOnlyList<JobText> Texts { get; init; } = Array.Empty<JobText>();
     public AttributionOptions Options { get; init; } = new();
+    /// <summary>The effective |delta| threshold (job and configuration resolved by the planner).</summary>
     public double? DeltaThreshold { get; init; }
+    /// <summary>The effective relative delta threshold.</summary>
+    public double? RelativeDeltaThreshold { get; init; }
     public DateTimeOffset SubmittedAt { get; init; }
 }
 
@@ -99,7 +105,7 @@ public sealed record TextAttribution
     public string SoftmaxRule { get; init; } = "";
     public string Precision { get; init; } = "";
     public bool Truncated { get; init; }
-    /// <summary>|Delta| is above the job's delta threshold.</summary>
+    /// <summary>|Delta| or RelativeDelta is above the job's threshold (or is NaN).</summary>
     public bool OverThreshold { get; init; }
     /// <summary>This text's share of the batch's engine time (batch time / texts).</summary>
     public double ExplainMilliseconds { get; init; }
@@ -116,6 +122,8 @@ public sealed record AttributionBatchCompleted
     public IReadOnlyList<TextAttribution> Results { get; init; } = Array.Empty<TextAttribution>();
     /// <summary>The |delta| threshold the OverThreshold flags used (null = none).</summary>
     public double? DeltaThreshold { get; init; }
+    /// <summary>The relative delta threshold the OverThreshold flags used (null = none).</summary>
+    public double? RelativeDeltaThreshold { get; init; }
     /// <summary>When the job was submitted (for the job's wall time).</summary>
     public DateTimeOffset SubmittedAt { get; init; }
     /// <summary>Which worker explained it (host/process).</summary>
@@ -176,7 +184,7 @@ public sealed record AttributionJobFailed
     public DateTimeOffset FailedAt { get; init; }
 }
 
-/// <summary>Event: one text's |delta| exceeded the threshold (published, for alerting).</summary>
+/// <summary>Event: one text's |delta| (or relative delta) exceeded the threshold (published, for alerting).</summary>
 public sealed record AttributionDeltaExceeded
 {
     public Guid JobId { get; init; }
@@ -184,7 +192,13 @@ public sealed record AttributionDeltaExceeded
     public string ModelId { get; init; } = "";
     public string Method { get; init; } = "";
     public double Delta { get; init; }
+    /// <summary>The |delta| threshold (0 when only a relative threshold was set).</summary>
     public double Threshold { get; init; }
+    public double RelativeDelta { get; init; }
+    public double? RelativeThreshold { get; init; }
+    public string SoftmaxRule { get; init; } = "";
+    public string Precision { get; init; } = "";
+    public string Worker { get; init; } = "";
 }
 
 /// <summary>Queue and address names shared by workers and clients.</summary>

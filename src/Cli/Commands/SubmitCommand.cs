@@ -13,11 +13,11 @@ public static class SubmitCommand
 {
     public const string Usage =
         "fleet submit [--model ID (default sentiment-minilm)] --input texts.txt|texts.jsonl [--method … and the other flags of fleet explain]\n" +
-        "             [--delta-threshold X] [--texts-per-batch N] [--out results.jsonl] [--no-wait] [--timeout SECONDS] [--verbose]\n" +
+        "             [--delta-threshold X] [--relative-delta-threshold X] [--texts-per-batch N] [--out results.jsonl] [--no-wait] [--timeout SECONDS] [--verbose]\n" +
         "             " + FleetHost.OptionsUsage + "\n" +
         "             (--transport inmemory runs a worker in this process: no broker needed)";
 
-    private static readonly string[] Own = { "out", "delta-threshold", "texts-per-batch", "timeout", "job-id" };
+    private static readonly string[] Own = { "out", "delta-threshold", "relative-delta-threshold", "texts-per-batch", "timeout", "job-id" };
 
     public static int Run(string[] args, TextWriter stdout)
     {
@@ -31,6 +31,7 @@ public static class SubmitCommand
             Texts = texts.Select(t => new JobText { Id = t.Id, Text = t.Text }).ToList(),
             Options = Options(cl),
             DeltaThreshold = cl.Value("delta-threshold") is { } d ? Double(d, "delta-threshold") : null,
+            RelativeDeltaThreshold = cl.Value("relative-delta-threshold") is { } rd ? Double(rd, "relative-delta-threshold") : null,
             TextsPerBatch = cl.Value("texts-per-batch") is null ? null : cl.Int("texts-per-batch", 0),
             SubmittedAt = DateTimeOffset.UtcNow,
         };

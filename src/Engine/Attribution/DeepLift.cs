@@ -28,9 +28,11 @@ public sealed class DeepLift : IAttributionMethod
         var x = model.WordEmbeddings(batch.Ids).detach().requires_grad_(true);
         var r = reference.detach();
         var ops = new DeepLiftOps(options.SoftmaxRule, options.PromoteMultipliers);
-        var logits = model.Forward(ops, new Act(x, r), batch.AttentionMask);
-        var f = TargetOutput.Select(ops, logits, batch.Targets, options.Output);
-        f.X.sum().backward();
+        Act f;
+        using (EngineTelemetry.Source.StartActivity("engine.forward"))
+            f = TargetOutput.Select(ops, model.Forward(ops, new Act(x, r), batch.AttentionMask), batch.Targets, options.Output);
+        using (EngineTelemetry.Source.StartActivity("engine.backward"))
+            f.X.sum().backward();
         var attributions = (x.detach() - r) * x.grad!;
         var result = AttributionMath.Finish(attributions, f.X, f.Ref);
         return Detach(result, scope);

@@ -19,6 +19,8 @@ public sealed class TextExplainer
     public IReadOnlyList<TokenizedText> Tokenize(IReadOnlyList<string> texts, int? maxLength = null)
     {
         int max = MaxLength(maxLength);
+        using var span = EngineTelemetry.Source.StartActivity("engine.tokenize");
+        span?.SetTag("engine.texts", texts.Count);
         var result = new TokenizedText[texts.Count];
         for (int i = 0; i < texts.Count; i++)
         {
@@ -81,7 +83,14 @@ public sealed class TextExplainer
             using (no_grad())
                 probs = Rows(model.Logits(ids, mask).to_type(ScalarType.Float64).softmax(1).cpu());
             var targets = items.Select((_, j) => (long)(fixedTarget ?? ArgMax(probs[j]))).ToArray();
-            var output = method.Attribute(model, new AttributionBatch(ids, mask, references, targets), options);
+            AttributionOutput output;
+            using (var span = EngineTelemetry.Source.StartActivity("engine.attribute"))
+            {
+                span?.SetTag("engine.method", request.Method);
+                span?.SetTag("engine.texts", items.Count);
+                span?.SetTag("engine.tokens", length);
+                output = method.Attribute(model, new AttributionBatch(ids, mask, references, targets), options);
+            }
             var scores = Rows(output.Scores);
             var fx = output.Fx.data<double>().ToArray();
             var fx0 = output.Fx0.data<double>().ToArray();

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using AttributionFleet.Contracts.V1;
 using AttributionFleet.Worker.Hosting;
+using AttributionFleet.Worker.Telemetry;
 using MassTransit;
 using Microsoft.Extensions.Options;
 
@@ -16,7 +17,8 @@ public sealed record JobOutcome(AttributionJobCompleted? Completed, AttributionJ
 public sealed record JobProgress(int TextsDone, int TextCount, int BatchesDone, int BatchCount);
 
 /// <summary>Submits jobs and collects their results from the durable per-job result queue.</summary>
-public sealed class FleetClient(IBus bus, IReceiveEndpointConnector connector, IOptions<WorkerOptions> worker, ResultQueueCleaner cleaner)
+public sealed class FleetClient(IBus bus, IReceiveEndpointConnector connector, IOptions<WorkerOptions> worker, ResultQueueCleaner cleaner,
+    FleetMetrics metrics)
 {
     public async Task Submit(SubmitAttributionJob job, CancellationToken cancellationToken = default)
     {
@@ -32,7 +34,7 @@ public sealed class FleetClient(IBus bus, IReceiveEndpointConnector connector, I
     public async Task<JobOutcome> Collect(Guid jobId, Func<AttributionBatchCompleted, Task> onBatch, Action<JobProgress>? progress = null,
         CancellationToken cancellationToken = default)
     {
-        var collector = new JobResultCollector(onBatch, progress);
+        var collector = new JobResultCollector(onBatch, progress, metrics);
         var queue = FleetAddresses.ResultQueue(jobId);
         var handle = connector.ConnectReceiveEndpoint(queue, (_, e) =>
         {
@@ -63,7 +65,7 @@ public sealed class FleetClient(IBus bus, IReceiveEndpointConnector connector, I
 /// The collector's state for one job, only in memory: every result is in the durable queue until this collector has
 /// handled it. Handlers run one at a time (ConcurrentMessageLimit = 1).
 /// </summary>
-internal sealed class JobResultCollector(Func<AttributionBatchCompleted, Task> onBatch, Action<JobProgress>? progress)
+internal sealed class JobResultCollector(Func<AttributionBatchCompleted, Task> onBatch, Action<JobProgress>? progress, FleetMetrics? metrics = null)
 {
     private readonly HashSet<int> _seen = new();
     private readonly List<double> _absDeltas = new();
@@ -82,6 +84,7 @@ internal sealed class JobResultCollector(Func<AttributionBatchCompleted, Task> o
         {
             _batchCount = m.BatchCount;
             _textCount = m.TextCount;
+            _modelId = m.ModelId;
             progress?.Invoke(new JobProgress(_textsDone, _textCount, _seen.Count, _batchCount));
         }
         return Task.CompletedTask;
@@ -89,7 +92,8 @@ internal sealed class JobResultCollector(Func<AttributionBatchCompleted, Task> o
 
     public Task OnFailed(AttributionJobFailed m)
     {
-        Completion.TrySetResult(new JobOutcome(null, m));
+        if (Completion.TrySetResult(new JobOutcome(null, m)))
+            metrics?.JobFinished(_modelId.Length == 0 ? "unknown" : _modelId, "failed", _submittedAt == default ? _watch.Elapsed : DateTimeOffset.UtcNow - _submittedAt);
         return Task.CompletedTask;
     }
 
@@ -128,7 +132,8 @@ internal sealed class JobResultCollector(Func<AttributionBatchCompleted, Task> o
             CompletedAt = DateTimeOffset.UtcNow,
         };
         await context.Publish(completed);
-        Completion.TrySetResult(new JobOutcome(completed, null));
+        if (Completion.TrySetResult(new JobOutcome(completed, null)))
+            metrics?.JobFinished(_modelId, "completed", TimeSpan.FromMilliseconds(completed.WallMilliseconds));
     }
 
     private DeltaSummary Summary()

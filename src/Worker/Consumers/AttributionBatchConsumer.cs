@@ -3,6 +3,7 @@ using AttributionFleet.Contracts.V1;
 using AttributionFleet.Engine.Text;
 using AttributionFleet.Worker.Hosting;
 using AttributionFleet.Worker.Models;
+using AttributionFleet.Worker.Telemetry;
 using MassTransit;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -14,38 +15,69 @@ namespace AttributionFleet.Worker.Consumers;
 /// only when this returns, i.e. after the results are sent (and confirmed by the broker): a worker that dies
 /// mid-batch loses nothing, the broker redelivers the batch. Request errors fail the job at once; other
 /// exceptions are retried with back-off and, after the last retry, fail the job as an engine error.
+/// Texts over the delta threshold are flagged, logged as warnings, counted and announced as <see cref="AttributionDeltaExceeded"/>.
 /// </summary>
 public sealed class AttributionBatchConsumer(IAttributionEngine engine, ModelRegistry registry, IOptions<WorkerOptions> worker,
-    ILogger<AttributionBatchConsumer> log) : IConsumer<ExplainAttributionBatch>
+    FleetMetrics metrics, ILogger<AttributionBatchConsumer> log) : IConsumer<ExplainAttributionBatch>
 {
     public async Task Consume(ConsumeContext<ExplainAttributionBatch> context)
     {
         var batch = context.Message;
-        double queueMs = Math.Max(0, (DateTime.UtcNow - (context.SentTime ?? DateTime.UtcNow)).TotalMilliseconds);
+        using var scope = log.BeginScope(new Dictionary<string, object> { ["JobId"] = batch.JobId, ["BatchIndex"] = batch.BatchIndex, ["ModelId"] = batch.ModelId });
+        Activity.Current?.SetTag("attribution.job_id", batch.JobId.ToString());
+        Activity.Current?.SetTag("attribution.batch_index", batch.BatchIndex);
+        Activity.Current?.SetTag("attribution.model", batch.ModelId);
+        string model = FleetMetrics.ModelTag(batch.ModelId, registry.ModelIds);
+        var queued = TimeSpan.FromMilliseconds(Math.Max(0, (DateTime.UtcNow - (context.SentTime ?? DateTime.UtcNow)).TotalMilliseconds));
+        if (context.GetRetryAttempt() == 0) metrics.BatchQueued(model, queued);
+        using var inFlight = metrics.InFlight(model);
         var watch = Stopwatch.StartNew();
+        var tags = new FleetMetrics.TextTags(model, batch.Options.Method ?? "default", batch.Options.SoftmaxRule ?? "default",
+            batch.Options.Precision ?? "default", registry.DeviceName);
+        string outcome = "error"; // an exception that escapes is retried (or, past the limit, fails the job below)
         IReadOnlyList<Explanation> explanations;
         try
         {
-            var request = AttributionRequests.ToExplainRequest(batch.Options, registry.Options(batch.ModelId));
-            explanations = engine.Explain(batch.ModelId, batch.Texts.Select(t => t.Text).ToList(), request);
+            try
+            {
+                var request = AttributionRequests.ToExplainRequest(batch.Options, registry.Options(batch.ModelId));
+                tags = tags with { Method = request.Method, SoftmaxRule = request.SoftmaxRule, Precision = request.Precision };
+                explanations = engine.Explain(batch.ModelId, batch.Texts.Select(t => t.Text).ToList(), request);
+            }
+            catch (Exception e) when (JobRejectedException.From(e) is { } rejected)
+            {
+                outcome = "rejected";
+                log.LogWarning("Job {JobId} batch {Batch} failed: {Reason} {Field}: {Message}", batch.JobId, batch.BatchIndex, rejected.ReasonCode, rejected.Field, rejected.Message);
+                metrics.JobFailed(model, FleetMetrics.FailureReason(rejected.ReasonCode));
+                await JobFailures.Fail(context, batch.JobId, rejected, batch.BatchIndex);
+                return;
+            }
+            catch (Exception e) when (context.GetRetryAttempt() >= worker.Value.RetryLimit)
+            {
+                outcome = "failed";
+                log.LogError(e, "Job {JobId} batch {Batch} failed after {Retries} retries", batch.JobId, batch.BatchIndex, worker.Value.RetryLimit);
+                metrics.JobFailed(model, FailureReasons.EngineError);
+                await JobFailures.Fail(context, batch.JobId,
+                    new JobRejectedException(FailureReasons.EngineError, null, $"{e.GetType().Name}: {e.Message}"), batch.BatchIndex);
+                return;
+            }
+            catch (Exception e)
+            {
+                log.LogWarning("Job {JobId} batch {Batch} attempt {Attempt} failed, will retry: {Error}", batch.JobId, batch.BatchIndex, context.GetRetryAttempt() + 1, e.Message);
+                throw;
+            }
+            outcome = "ok";
         }
-        catch (Exception e) when (JobRejectedException.From(e) is { } rejected)
+        finally
         {
-            log.LogWarning("Job {JobId} batch {Batch} failed: {Reason} {Field}: {Message}", batch.JobId, batch.BatchIndex, rejected.ReasonCode, rejected.Field, rejected.Message);
-            await JobFailures.Fail(context, batch.JobId, rejected, batch.BatchIndex);
-            return;
+            metrics.BatchDone(tags, outcome, watch.Elapsed);
         }
-        catch (Exception e) when (context.GetRetryAttempt() >= worker.Value.RetryLimit)
-        {
-            log.LogError(e, "Job {JobId} batch {Batch} failed after {Retries} retries", batch.JobId, batch.BatchIndex, worker.Value.RetryLimit);
-            await JobFailures.Fail(context, batch.JobId,
-                new JobRejectedException(FailureReasons.EngineError, null, $"{e.GetType().Name}: {e.Message}"), batch.BatchIndex);
-            return;
-        }
+
         double explainMs = watch.Elapsed.TotalMilliseconds;
         var results = explanations
-            .Select((e, i) => AttributionRequests.ToResult(e, batch.Texts[i].Id, batch.DeltaThreshold, explainMs / explanations.Count))
+            .Select((e, i) => AttributionRequests.ToResult(e, batch.Texts[i].Id, batch.DeltaThreshold, batch.RelativeDeltaThreshold, explainMs / explanations.Count))
             .ToList();
+        foreach (var r in results) metrics.TextExplained(tags, r.Delta, r.RelativeDelta, r.Tokens.Count, r.OverThreshold);
         var completed = new AttributionBatchCompleted
         {
             JobId = batch.JobId,
@@ -55,15 +87,21 @@ public sealed class AttributionBatchConsumer(IAttributionEngine engine, ModelReg
             TextCount = batch.TextCount,
             Results = results,
             DeltaThreshold = batch.DeltaThreshold,
+            RelativeDeltaThreshold = batch.RelativeDeltaThreshold,
             SubmittedAt = batch.SubmittedAt,
             Worker = worker.Value.WorkerName,
-            QueueMilliseconds = queueMs,
+            QueueMilliseconds = queued.TotalMilliseconds,
             ExplainMilliseconds = explainMs,
             CompletedAt = DateTimeOffset.UtcNow,
         };
         var resultQueue = await context.GetSendEndpoint(JobFailures.ResultAddress(batch.JobId));
         await resultQueue.Send(completed, context.CancellationToken);
         foreach (var r in results.Where(r => r.OverThreshold))
+        {
+            log.LogWarning("Delta over threshold: job {JobId} text {TextId} model {ModelId} method {Method} softmax rule {SoftmaxRule}: " +
+                "delta {Delta:G3} (threshold {Threshold}), relative delta {RelativeDelta:G3} (threshold {RelativeThreshold})",
+                batch.JobId, r.Id, batch.ModelId, r.Method, r.SoftmaxRule, r.Delta, batch.DeltaThreshold?.ToString("G3") ?? "none",
+                r.RelativeDelta, batch.RelativeDeltaThreshold?.ToString("G3") ?? "none");
             await context.Publish(new AttributionDeltaExceeded
             {
                 JobId = batch.JobId,
@@ -72,7 +110,15 @@ public sealed class AttributionBatchConsumer(IAttributionEngine engine, ModelReg
                 Method = r.Method,
                 Delta = r.Delta,
                 Threshold = batch.DeltaThreshold ?? 0,
+                RelativeDelta = r.RelativeDelta,
+                RelativeThreshold = batch.RelativeDeltaThreshold,
+                SoftmaxRule = r.SoftmaxRule,
+                Precision = r.Precision,
+                Worker = worker.Value.WorkerName,
             }, context.CancellationToken);
-        log.LogInformation("Job {JobId} batch {Batch}/{Count}: {Texts} texts in {Ms:0} ms", batch.JobId, batch.BatchIndex + 1, batch.BatchCount, results.Count, explainMs);
+        }
+        if (batch.SubmittedAt != default) metrics.BatchLatency(model, DateTimeOffset.UtcNow - batch.SubmittedAt);
+        log.LogInformation("Job {JobId} batch {Batch}/{Count}: {Texts} texts in {Ms:0} ms, {Over} over the delta threshold",
+            batch.JobId, batch.BatchIndex + 1, batch.BatchCount, results.Count, explainMs, results.Count(r => r.OverThreshold));
     }
 }

@@ -58,6 +58,9 @@ public sealed class JobPlanner(ModelRegistry registry, IAttributionEngine engine
         var request = AttributionRequests.ToExplainRequest(job.Options ?? new AttributionOptions(), model);
         request.Validate();
         if (job.DeltaThreshold is < 0 || (job.DeltaThreshold is { } d && double.IsNaN(d))) throw Invalid("delta_threshold", "delta_threshold must be a non-negative number");
+        if (job.RelativeDeltaThreshold is < 0 || (job.RelativeDeltaThreshold is { } rd && double.IsNaN(rd)))
+            throw Invalid("relative_delta_threshold", "relative_delta_threshold must be a non-negative number");
+        var (absolute, relative) = model.Thresholds(request.Method, job.DeltaThreshold, job.RelativeDeltaThreshold);
         if (job.TextsPerBatch is < 1) throw Invalid("texts_per_batch", "texts_per_batch must be positive");
 
         var lengths = engine.TokenLengths(job.ModelId, texts.Select(t => t.Text).ToList(), request.MaxLength);
@@ -74,7 +77,8 @@ public sealed class JobPlanner(ModelRegistry registry, IAttributionEngine engine
             TextCount = texts.Count,
             Texts = chunk.Select(i => texts[i]).ToList(),
             Options = job.Options ?? new AttributionOptions(),
-            DeltaThreshold = job.DeltaThreshold ?? model.DeltaThreshold,
+            DeltaThreshold = absolute,
+            RelativeDeltaThreshold = relative,
             SubmittedAt = submitted,
         }).ToList();
     }

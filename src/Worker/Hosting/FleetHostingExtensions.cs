@@ -3,6 +3,7 @@ using AttributionFleet.Worker.Client;
 using AttributionFleet.Worker.Consumers;
 using AttributionFleet.Worker.Health;
 using AttributionFleet.Worker.Models;
+using AttributionFleet.Worker.Telemetry;
 using MassTransit;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -22,6 +23,7 @@ public static class FleetHostingExtensions
     public static IServiceCollection AddAttributionFleet(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddFleetServices(configuration);
+        services.AddFleetTelemetry(configuration);
         var worker = configuration.GetSection(WorkerOptions.Section).Get<WorkerOptions>() ?? new WorkerOptions();
         var rabbit = configuration.GetSection(RabbitMqOptions.Section).Get<RabbitMqOptions>() ?? new RabbitMqOptions();
         services.AddMassTransit(x => x.AddFleetBus(worker, rabbit));
@@ -34,13 +36,14 @@ public static class FleetHostingExtensions
         return services;
     }
 
-    /// <summary>Options, model registry, engine, planner, client, health checks and hosted services, without the bus.</summary>
+    /// <summary>Options, model registry, engine, planner, client, metrics (no exporter), health checks and hosted services, without the bus.</summary>
     public static IServiceCollection AddFleetServices(this IServiceCollection services, IConfiguration configuration)
     {
         services.Configure<WorkerOptions>(configuration.GetSection(WorkerOptions.Section));
         services.Configure<RabbitMqOptions>(configuration.GetSection(RabbitMqOptions.Section));
         services.Configure<LimitsOptions>(configuration.GetSection(LimitsOptions.Section));
         services.Configure<ModelsOptions>(o => configuration.GetSection(ModelsOptions.Section).Bind(o.Models));
+        services.AddFleetMetrics();
         services.TryAddSingleton<ModelRegistry>();
         services.TryAddSingleton<IAttributionEngine, TextAttributionEngine>();
         services.TryAddSingleton<JobPlanner>();

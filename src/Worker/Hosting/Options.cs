@@ -92,8 +92,31 @@ public sealed class ModelOptions
     public string Path { get; set; } = "";
     /// <summary>Method when a job names none.</summary>
     public string DefaultMethod { get; set; } = "deeplift";
-    /// <summary>|delta| threshold when a job names none; null = never flag.</summary>
+    /// <summary>|delta| threshold (any method, unless <see cref="Methods"/> names one); a job may only ask for a stricter one; null = none.</summary>
     public double? DeltaThreshold { get; set; }
+    /// <summary>Threshold on |delta| / |f(x) − f(x0)|, the same way.</summary>
+    public double? RelativeDeltaThreshold { get; set; }
+    /// <summary>Per method (<c>Models:&lt;id&gt;:Methods:deeplift:RelativeDeltaThreshold</c>): overrides the model's thresholds for that method.</summary>
+    public Dictionary<string, DeltaThresholdOptions> Methods { get; set; } = new(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>The thresholds for <paramref name="method"/>, tightened by the job's (a job cannot loosen them).</summary>
+    public (double? Absolute, double? Relative) Thresholds(string method, double? jobAbsolute, double? jobRelative)
+    {
+        var perMethod = Methods.FirstOrDefault(p => string.Equals(p.Key, method, StringComparison.OrdinalIgnoreCase)).Value;
+        double? absolute = perMethod?.DeltaThreshold ?? DeltaThreshold;
+        double? relative = perMethod?.RelativeDeltaThreshold ?? RelativeDeltaThreshold;
+        return (Stricter(absolute, jobAbsolute), Stricter(relative, jobRelative));
+    }
+
+    private static double? Stricter(double? configured, double? job) =>
+        configured is { } c && job is { } j ? Math.Min(c, j) : configured ?? job;
+}
+
+/// <summary>Delta thresholds of one method of a model.</summary>
+public sealed class DeltaThresholdOptions
+{
+    public double? DeltaThreshold { get; set; }
+    public double? RelativeDeltaThreshold { get; set; }
 }
 
 /// <summary>The configured models by id (section <c>Models</c>). Jobs name an id, never a path.</summary>

@@ -54,7 +54,11 @@ public static class AttributionRequests
         };
     }
 
-    public static TextAttribution ToResult(Explanation e, string id, double? threshold, double explainMs) => new()
+    /// <summary>Over either threshold, or NaN (a NaN delta is never "within" a threshold).</summary>
+    public static bool IsOverThreshold(double delta, double relativeDelta, double? threshold, double? relativeThreshold) =>
+        (threshold is { } t && !(Math.Abs(delta) <= t)) || (relativeThreshold is { } r && !(Math.Abs(relativeDelta) <= r));
+
+    public static TextAttribution ToResult(Explanation e, string id, double? threshold, double? relativeThreshold, double explainMs) => new()
     {
         Id = id,
         Text = e.Text,
@@ -72,7 +76,7 @@ public static class AttributionRequests
         SoftmaxRule = e.SoftmaxRule,
         Precision = e.Precision,
         Truncated = e.Truncated,
-        OverThreshold = threshold is { } t && (Math.Abs(e.Delta) > t || double.IsNaN(e.Delta)),
+        OverThreshold = IsOverThreshold(e.Delta, e.RelativeDelta, threshold, relativeThreshold),
         ExplainMilliseconds = explainMs,
     };
 }

@@ -1,5 +1,6 @@
 using AttributionFleet.Engine.Text;
 using AttributionFleet.Worker.Hosting;
+using AttributionFleet.Worker.Telemetry;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -26,6 +27,8 @@ public sealed class ModelRegistry : IDisposable
     private readonly Dictionary<string, Entry> _loaded = new(StringComparer.OrdinalIgnoreCase);
     private readonly Dictionary<string, SemaphoreSlim> _loading = new(StringComparer.OrdinalIgnoreCase);
     private long _clock;
+    private readonly FleetMetrics? _metrics;
+    private readonly Lazy<string> _deviceName;
 
     private sealed class Entry(LoadedModel model)
     {
@@ -34,7 +37,7 @@ public sealed class ModelRegistry : IDisposable
         public long LastUsed;
     }
 
-    public ModelRegistry(IOptions<ModelsOptions> models, IOptions<WorkerOptions> worker, ILogger<ModelRegistry> log)
+    public ModelRegistry(IOptions<ModelsOptions> models, IOptions<WorkerOptions> worker, ILogger<ModelRegistry> log, FleetMetrics? metrics = null)
     {
         _configured = new Dictionary<string, ModelOptions>(models.Value.Models, StringComparer.OrdinalIgnoreCase);
         // The embedded default model is always there unless configured otherwise (built on first use, not preloaded).
@@ -42,7 +45,20 @@ public sealed class ModelRegistry : IDisposable
         _budgetBytes = worker.Value.ModelMemoryBudgetMB * 1024 * 1024;
         _device = worker.Value.Device;
         _log = log;
+        _metrics = metrics;
+        _deviceName = new Lazy<string>(() =>
+        {
+            try { return DeviceSelector.Resolve(_device).type.ToString().ToLowerInvariant(); }
+            catch (Exception) { return "unavailable"; }
+        });
+        metrics?.ObserveModels(() =>
+        {
+            lock (_gate) return _loaded.Select(p => (p.Key, DeviceName, p.Value.Model.WeightBytes)).ToList();
+        });
     }
+
+    /// <summary>The device type models load on (<c>cpu</c>, <c>cuda</c>), for metric attributes.</summary>
+    public string DeviceName => _deviceName.Value;
 
     public IReadOnlyCollection<string> ModelIds => _configured.Keys;
 
@@ -79,6 +95,7 @@ public sealed class ModelRegistry : IDisposable
             var folder = FolderOf(modelId, options);
             var model = LoadedModel.Load(folder, DeviceSelector.Resolve(_device));
             _log.LogInformation("Loaded model {ModelId} from {Path} ({MB:0.0} MB) in {Ms} ms", modelId, folder, model.WeightBytes / 1048576.0, started.ElapsedMilliseconds);
+            _metrics?.ModelLoaded(modelId, model.Device.type.ToString().ToLowerInvariant(), started.Elapsed);
             lock (_gate)
             {
                 var entry = new Entry(model) { LastUsed = ++_clock, Leases = 1 };

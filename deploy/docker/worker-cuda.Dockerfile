@@ -1,0 +1,21 @@
+# Attribution worker, CUDA: built with -p:TorchBackend=cuda (TorchSharp-cuda-linux instead of TorchSharp-cpu; its
+# libtorch packages carry the CUDA runtime libraries). The host needs the NVIDIA driver and container toolkit
+# (docker run --gpus all; Kubernetes: nvidia.com/gpu). Build from the repository root:
+#   docker build -f deploy/docker/worker-cuda.Dockerfile -t attribution-worker:cuda .
+FROM mcr.microsoft.com/dotnet/sdk:10.0 AS build
+WORKDIR /src
+COPY . .
+RUN dotnet publish src/Worker/Worker.csproj -c Release -o /app -p:TorchBackend=cuda
+
+FROM mcr.microsoft.com/dotnet/runtime:10.0
+WORKDIR /app
+COPY --from=build /app .
+ENV NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    Worker__Transport=RabbitMq \
+    Worker__Device=cuda \
+    Telemetry__PrometheusPort=9464 \
+    Telemetry__PrometheusHost=auto
+EXPOSE 9464
+USER $APP_UID
+ENTRYPOINT ["dotnet", "AttributionFleet.Worker.dll"]

@@ -1,0 +1,18 @@
+# Attribution worker, CPU (TorchSharp-cpu). Build from the repository root:
+#   docker build -f deploy/docker/worker.Dockerfile -t attribution-worker .
+FROM mcr.microsoft.com/dotnet/sdk:10.0 AS build
+WORKDIR /src
+COPY . .
+RUN dotnet publish src/Worker/Worker.csproj -c Release -o /app -p:TorchBackend=cpu
+
+FROM mcr.microsoft.com/dotnet/runtime:10.0
+WORKDIR /app
+COPY --from=build /app .
+# Models are mounted read-only at /models (Models__<id>__Path=/models/<id>); the broker comes from RabbitMq__* settings.
+ENV DOTNET_gcServer=0 \
+    Worker__Transport=RabbitMq \
+    Telemetry__PrometheusPort=9464 \
+    Telemetry__PrometheusHost=auto
+EXPOSE 9464
+USER $APP_UID
+ENTRYPOINT ["dotnet", "AttributionFleet.Worker.dll"]
