@@ -25,7 +25,7 @@ namespace AttributionFleet.Fleet.Tests.Deploy;
 /// </summary>
 public sealed class DashboardQueryTests(ITestOutputHelper output)
 {
-    private static readonly TimeSpan Wait = TimeSpan.FromSeconds(20);
+    private static readonly TimeSpan Wait = TimeSpan.FromSeconds(60);
 
     [ToolFact("prometheus")]
     public async Task Every_panel_query_parses_and_returns_data_from_a_scraped_worker()
@@ -57,10 +57,13 @@ public sealed class DashboardQueryTests(ITestOutputHelper output)
             var client = host.Services.GetRequiredService<FleetClient>();
 
             int promPort = Tools.FreePort();
+            // 2 s scrapes with a 2 s timeout: with 1 s, a loaded 2-core CI machine answered /metrics too late, the scrape
+            // failed and the series went stale mid-test.
             var config = Path.Combine(temp.FullName, "prometheus.yml");
             File.WriteAllText(config, $"""
                 global:
-                  scrape_interval: 1s
+                  scrape_interval: 2s
+                  scrape_timeout: 2s
                   evaluation_interval: 1s
                 rule_files:
                   - {RepoPaths.Path("deploy", "prometheus", "alerts.yml")}
