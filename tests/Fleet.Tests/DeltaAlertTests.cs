@@ -21,6 +21,7 @@ namespace AttributionFleet.Fleet.Tests;
 /// first the flag, the metric, the warning (with the job id in scope) and <see cref="AttributionDeltaExceeded"/> appear;
 /// for the second none of them.
 /// </summary>
+[Collection(TelemetryCollection.Name)]
 public sealed class DeltaAlertTests(ITestOutputHelper output)
 {
     private const double Threshold = 1e-3;

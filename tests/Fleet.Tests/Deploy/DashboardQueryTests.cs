@@ -23,6 +23,7 @@ namespace AttributionFleet.Fleet.Tests.Deploy;
 /// panel query of deploy/grafana/dashboards/attribution-delta.json must parse and return data, and the delta alert
 /// must go pending for the rescale jobs. Queue-depth panels need RabbitMQ's plugin: they must parse and may be empty.
 /// </summary>
+[Collection(TelemetryCollection.Name)]
 public sealed class DashboardQueryTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Wait = TimeSpan.FromSeconds(60);
@@ -184,9 +185,9 @@ public sealed class DashboardQueryTests(ITestOutputHelper output)
                 if (status == "success" && done(result)) return;
                 last = error ?? string.Join(", ", result);
             }
-            catch (HttpRequestException e)
+            catch (Exception e) when (e is HttpRequestException or JsonException or TaskCanceledException)
             {
-                last = e.Message; // Prometheus is still starting
+                last = e.Message; // Prometheus is still starting ("Service Unavailable" is not JSON)
             }
             await Task.Delay(250);
         }
