@@ -32,6 +32,7 @@ public static class BenchCommand
         {
             case "predict": return Predict(new CommandLine(rest, Options, Array.Empty<string>()), stdout);
             case "attribute": return Attribute(new CommandLine(rest, Options, new[] { "rules", "no-promote" }), stdout);
+            case "fleet": return BenchFleetCommand.Run(rest, stdout);
             case "rss": return LoadRss(rest, stdout);
             case "profile": return Profile(new CommandLine(rest, Options, new[] { "no-promote" }), stdout);
             default:
