@@ -13,7 +13,6 @@ var commands = new Dictionary<string, (Func<string[], TextWriter, int> Run, stri
     ["submit"] = (SubmitCommand.Run, SubmitCommand.Usage),
     ["results"] = (ResultsCommand.Run, ResultsCommand.Usage),
     ["worker"] = (WorkerCommand.Run, WorkerCommand.Usage),
-    ["bench-fleet"] = (BenchFleetCommand.Run, BenchFleetCommand.Usage),
 };
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")

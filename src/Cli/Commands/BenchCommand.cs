@@ -20,7 +20,8 @@ public static class BenchCommand
     public const string Usage =
         "fleet bench predict   [--batch 32] [--length 128] [--repeats 3] [--threads N]\n" +
         "fleet bench attribute [--batch 16] [--length 128] [--layers 12] [--repeats 3] [--ig-texts 2] [--steps 50] [--rules] [--no-promote] [--precision float32|float64|float16|bfloat16] [--device cpu|cuda] [--threads N]\n" +
-        "fleet bench fleet     (see fleet bench fleet --help)";
+        "fleet bench profile   [--batch 16] [--length 128] [--layers 2] [--no-promote] [--threads N]\n" +
+        BenchFleetCommand.Usage;
 
     private static readonly string[] Options = { "batch", "length", "repeats", "threads", "layers", "ig-texts", "steps", "precision", "device" };
 
