@@ -61,6 +61,10 @@ public static class FleetHostingExtensions
     /// <summary>The consumers (when this process consumes jobs) and the transport with the worker's receive endpoints.</summary>
     public static void AddFleetBus(this IBusRegistrationConfigurator x, WorkerOptions worker, RabbitMqOptions rabbit)
     {
+        // MassTransit's usage telemetry reports to its vendor (workers here reach no network) and its endpoint observer
+        // races when the client connects its result-queue endpoint while the bus starts ("Collection was modified",
+        // seen once in CI).
+        x.DisableUsageTelemetry();
         if (worker.ConsumeJobs)
         {
             x.AddConsumer<AttributionJobConsumer>();
