@@ -19,11 +19,11 @@ public static class BenchCommand
 {
     public const string Usage =
         "fleet bench predict   [--batch 32] [--length 128] [--repeats 3] [--threads N]\n" +
-        "fleet bench attribute [--batch 16] [--length 128] [--layers 12] [--repeats 3] [--ig-texts 2] [--steps 50] [--rules] [--no-promote] [--precision float32|float64|float16|bfloat16] [--device cpu|cuda] [--threads N]\n" +
+        "fleet bench attribute [--batch 16] [--length 128] [--layers 12] [--repeats 3] [--ig-texts 2] [--steps 50] [--rules] [--no-promote] [--max-rows N] [--precision float32|float64|float16|bfloat16] [--device cpu|cuda] [--threads N]\n" +
         "fleet bench profile   [--batch 16] [--length 128] [--layers 2] [--no-promote] [--threads N]\n" +
         BenchFleetCommand.Usage;
 
-    private static readonly string[] Options = { "batch", "length", "repeats", "threads", "layers", "ig-texts", "steps", "precision", "device" };
+    private static readonly string[] Options = { "batch", "length", "repeats", "threads", "layers", "ig-texts", "steps", "precision", "device", "max-rows" };
 
     public static int Run(string[] args, TextWriter stdout)
     {
@@ -263,7 +263,7 @@ public static class BenchCommand
         foreach (var rule in rules)
         {
             AttributionOutput? result = null;
-            var options = new MethodOptions { Output = OutputKind.Logit, SoftmaxRule = rule, PromoteMultipliers = !cl.Flag("no-promote") };
+            var options = new MethodOptions { Output = OutputKind.Logit, SoftmaxRule = rule, PromoteMultipliers = !cl.Flag("no-promote"), MaxRowsPerPass = cl.Int("max-rows", 64) };
             double s = Median(rule == SoftmaxRuleKind.Exact ? repeats : 1, () =>
                 result = new DeepLift().Attribute(model, new AttributionBatch(ids, mask, new[] { reference }, targets), options));
             if (rule == SoftmaxRuleKind.Exact) deeplift = s;

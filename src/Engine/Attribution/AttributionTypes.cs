@@ -47,7 +47,10 @@ public sealed record MethodOptions
     /// <summary>Integrated Gradients / GradientSHAP path points.</summary>
     public int Steps { get; init; } = 50;
     public IntegrationRule Integration { get; init; } = IntegrationRule.GaussLegendre;
-    /// <summary>Largest number of (text × step) rows per forward/backward in IG and GradientSHAP.</summary>
+    /// <summary>
+    /// Largest number of rows per forward/backward: (text × step) rows in IG and GradientSHAP, texts in DeepLift and
+    /// DeepLiftShap. Bounds peak memory; results do not depend on it.
+    /// </summary>
     public int MaxRowsPerPass { get; init; } = 64;
     /// <summary>GradientSHAP: samples per text and the noise added to each.</summary>
     public int Samples { get; init; } = 20;

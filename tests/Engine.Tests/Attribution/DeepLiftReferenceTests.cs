@@ -80,3 +80,28 @@ public class DeepLiftReferenceTests(ITestOutputHelper output)
         return where(keep, ids, full_like(ids, pad));
     }
 }
+
+public class DeepLiftPassSizeTests
+{
+    /// <summary>Splitting a batch into smaller passes (to bound memory) gives the same attributions.</summary>
+    [Fact]
+    public void SmallerPassesGiveTheSameResult()
+    {
+        var c = RepoPaths.LoadCase("tiny-bert-stress");
+        using var model = ModelLoader.Load(RepoPaths.Reference("tiny-bert-stress"), dtype: ScalarType.Float64);
+        var ids = tensor(Json.Long2(c.GetProperty("input_ids")));
+        var mask = tensor(Json.Long2(c.GetProperty("attention_mask")));
+        var refIds = DeepLiftReferenceTests.ReferenceIds(ids, model);
+        var targets = new long[] { 0, 1, 2, 1 };
+        foreach (var reference in new[] { model.WordEmbeddings(refIds), model.WordEmbeddings(refIds[..1]) })
+        {
+            var batch = new AttributionBatch(ids, mask, new[] { reference }, targets);
+            var whole = new DeepLift().Attribute(model, batch, new MethodOptions());
+            var split = new DeepLift().Attribute(model, batch, new MethodOptions { MaxRowsPerPass = 3 });
+            Assert.Equal(whole.Scores.shape, split.Scores.shape);
+            Assert.True((whole.Scores - split.Scores).abs().max().item<double>() < 1e-12);
+            Assert.True((whole.Delta - split.Delta).abs().max().item<double>() < 1e-12);
+            Assert.True((whole.Fx0 - split.Fx0).abs().max().item<double>() < 1e-12);
+        }
+    }
+}
