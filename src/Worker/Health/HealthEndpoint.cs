@@ -22,6 +22,26 @@ public sealed class HealthEndpoint(HealthCheckService health, IOptions<WorkerOpt
     {
         int port = worker.Value.HealthPort;
         if (port <= 0) return;
+        // The endpoint must never take the worker down: .NET's managed HttpListener has been seen throwing from its
+        // accept callback while starting (ArgumentNullException in HttpEndPointListener.ProcessAccept, in CI), which
+        // as an unhandled BackgroundService failure stopped the host. Log it and start a fresh listener.
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await Serve(port, stoppingToken);
+            }
+            catch (Exception e) when (!stoppingToken.IsCancellationRequested)
+            {
+                log.LogWarning(e, "Health endpoint on port {Port} failed; starting it again", port);
+                try { await Task.Delay(200, stoppingToken); }
+                catch (OperationCanceledException) { return; }
+            }
+        }
+    }
+
+    private async Task Serve(int port, CancellationToken stoppingToken)
+    {
         using var listener = new HttpListener();
         listener.Prefixes.Add($"http://localhost:{port}/");
         listener.Start();
