@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 using AttributionFleet.Worker.Hosting;
@@ -18,79 +19,75 @@ public sealed class HealthEndpoint(HealthCheckService health, IOptions<WorkerOpt
     public const string LiveTag = "live";
     public const string ReadyTag = "ready";
 
+    /// <summary>
+    /// A plain TCP listener answering one HTTP/1.1 GET per connection. Not HttpListener: .NET's managed HttpListener
+    /// throws from its constructor's accept callback when a client is already connecting as it starts
+    /// (ArgumentNullException in HttpEndPointListener.ProcessAccept, seen in CI while tests polled readiness), and the
+    /// port then stays unusable; that took workers down or left them never ready.
+    /// </summary>
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         int port = worker.Value.HealthPort;
         if (port <= 0) return;
-        // The endpoint must never take the worker down: .NET's managed HttpListener has been seen throwing from its
-        // accept callback while starting (ArgumentNullException in HttpEndPointListener.ProcessAccept, in CI), which
-        // as an unhandled BackgroundService failure stopped the host. Log it and start a fresh listener.
-        while (!stoppingToken.IsCancellationRequested)
-        {
-            try
-            {
-                await Serve(port, stoppingToken);
-            }
-            catch (Exception e) when (!stoppingToken.IsCancellationRequested)
-            {
-                log.LogWarning(e, "Health endpoint on port {Port} failed; starting it again", port);
-                try { await Task.Delay(200, stoppingToken); }
-                catch (OperationCanceledException) { return; }
-            }
-        }
-    }
-
-    private async Task Serve(int port, CancellationToken stoppingToken)
-    {
-        using var listener = new HttpListener();
-        listener.Prefixes.Add($"http://localhost:{port}/");
+        var listener = new TcpListener(IPAddress.Loopback, port);
         listener.Start();
         log.LogInformation("Health endpoint on http://localhost:{Port}/health/live and /health/ready", port);
-        using var _ = stoppingToken.Register(listener.Stop);
-        while (!stoppingToken.IsCancellationRequested)
+        try
         {
-            HttpListenerContext context;
-            try
+            while (!stoppingToken.IsCancellationRequested)
             {
-                context = await listener.GetContextAsync();
+                TcpClient client;
+                try
+                {
+                    client = await listener.AcceptTcpClientAsync(stoppingToken);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                _ = Task.Run(() => Answer(client, stoppingToken), stoppingToken);
             }
-            catch (Exception) when (stoppingToken.IsCancellationRequested)
-            {
-                return;
-            }
-            await Answer(context, stoppingToken);
+        }
+        finally
+        {
+            listener.Stop();
         }
     }
 
-    private async Task Answer(HttpListenerContext context, CancellationToken cancellationToken)
+    private async Task Answer(TcpClient client, CancellationToken cancellationToken)
     {
-        var path = context.Request.Url?.AbsolutePath.TrimEnd('/');
-        string? tag = path switch { "/health/live" => LiveTag, "/health/ready" => ReadyTag, _ => null };
+        using var _ = client;
         try
         {
-            if (tag is null)
+            var stream = client.GetStream();
+            using var reader = new StreamReader(stream, Encoding.ASCII, false, 1024, leaveOpen: true);
+            var requestLine = await reader.ReadLineAsync(cancellationToken) ?? "";
+            while (!string.IsNullOrEmpty(await reader.ReadLineAsync(cancellationToken))) { } // headers
+            var parts = requestLine.Split(' ');
+            var path = parts.Length > 1 ? parts[1].Split('?')[0].TrimEnd('/') : "";
+            string? tag = path switch { "/health/live" => LiveTag, "/health/ready" => ReadyTag, _ => null };
+            int status = 404;
+            string body = "{\"status\":\"NotFound\"}";
+            if (tag is not null)
             {
-                context.Response.StatusCode = 404;
-                return;
+                var report = await health.CheckHealthAsync(r => r.Tags.Contains(tag), cancellationToken);
+                status = report.Status == HealthStatus.Unhealthy ? 503 : 200;
+                body = JsonSerializer.Serialize(new
+                {
+                    status = report.Status.ToString(),
+                    checks = report.Entries.ToDictionary(e => e.Key, e => new { status = e.Value.Status.ToString(), description = e.Value.Description }),
+                });
             }
-            var report = await health.CheckHealthAsync(r => r.Tags.Contains(tag), cancellationToken);
-            context.Response.StatusCode = report.Status == HealthStatus.Unhealthy ? 503 : 200;
-            context.Response.ContentType = "application/json";
-            var body = JsonSerializer.Serialize(new
-            {
-                status = report.Status.ToString(),
-                checks = report.Entries.ToDictionary(e => e.Key, e => new { status = e.Value.Status.ToString(), description = e.Value.Description }),
-            });
             var bytes = Encoding.UTF8.GetBytes(body);
-            await context.Response.OutputStream.WriteAsync(bytes, cancellationToken);
+            var reason = status switch { 200 => "OK", 503 => "Service Unavailable", _ => "Not Found" };
+            var head = Encoding.ASCII.GetBytes(
+                $"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {bytes.Length}\r\nConnection: close\r\n\r\n");
+            await stream.WriteAsync(head, cancellationToken);
+            await stream.WriteAsync(bytes, cancellationToken);
         }
         catch (Exception e)
         {
             log.LogDebug("Health request failed: {Message}", e.Message);
-        }
-        finally
-        {
-            context.Response.Close();
         }
     }
 }
