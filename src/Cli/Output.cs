@@ -23,7 +23,7 @@ public static class Output
         id,
         text = p.Text,
         tokens = p.Tokens,
-        prediction = new { label = p.Prediction.Label, index = p.Prediction.Index, probability = p.Prediction.Probability },
+        prediction = p.Prediction, // {label, index, probability}
         probabilities = p.Probabilities,
         logits = p.Logits,
         truncated = p.Truncated,
@@ -35,7 +35,7 @@ public static class Output
         text = e.Text,
         tokens = e.Tokens,
         scores = e.Scores,
-        prediction = new { label = e.Prediction.Label, index = e.Prediction.Index, probability = e.Prediction.Probability },
+        prediction = e.Prediction,
         target = new { label = e.TargetLabel, index = e.TargetIndex },
         output = e.Output,
         f_x = e.Fx,
