@@ -6,13 +6,12 @@ namespace AttributionFleet.Engine.Rules;
 /// <summary>
 /// Shared mechanics of the rules. A rule computes the op's value on both halves and a multiplier
 /// <c>m</c> with <c>m · (x − x0) = y − y0</c>; <see cref="Override"/> returns the value with <c>m</c> as its
-/// gradient (<c>y.detach() + m · (x − x.detach())</c>: the added term is exactly zero, its gradient is m).
+/// gradient (an autograd node, <see cref="RuleGradients"/>).
 /// </summary>
 public static class Multipliers
 {
     /// <summary>The value <paramref name="value"/>, whose gradient with respect to <paramref name="x"/> is <paramref name="m"/>.</summary>
-    public static Tensor Override(Tensor value, Tensor x, Tensor m) =>
-        x.requires_grad ? value.detach() + m.detach() * (x - x.detach()) : value.detach();
+    public static Tensor Override(Tensor value, Tensor x, Tensor m) => RuleGradients.WithMultiplier(value, x, m);
 
     /// <summary>
     /// Where multipliers are computed: float32 activations in float64 when <paramref name="promote"/> (the difference

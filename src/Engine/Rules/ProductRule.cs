@@ -10,27 +10,27 @@ namespace AttributionFleet.Engine.Rules;
 /// </summary>
 public static class ProductRule
 {
-    public static Act Mul(Act a, Act b) => Bilinear(a, b, (x, y) => x * y);
+    public static Act Mul(Act a, Act b) => Bilinear(a, b, matmul: false);
 
-    public static Act MatMul(Act a, Act b) => Bilinear(a, b, (x, y) => x.matmul(y));
+    public static Act MatMul(Act a, Act b) => Bilinear(a, b, matmul: true);
 
-    private static Act Bilinear(Act a, Act b, Func<Tensor, Tensor, Tensor> product) =>
-        ActScope.Run(() => BilinearUnscoped(a, b, product));
+    private static Act Bilinear(Act a, Act b, bool matmul) =>
+        ActScope.Run(() => BilinearUnscoped(a, b, matmul));
 
-    private static Act BilinearUnscoped(Act a, Act b, Func<Tensor, Tensor, Tensor> product)
+    private static Tensor Product(Tensor x, Tensor y, bool matmul) => matmul ? x.matmul(y) : x * y;
+
+    private static Act BilinearUnscoped(Act a, Act b, bool matmul)
     {
         Tensor z, z0, aMean, bMean;
         using (no_grad())
         {
-            z = product(a.X.detach(), b.X.detach());
-            z0 = product(a.Ref, b.Ref);
-            aMean = (a.X.detach() + a.Ref) * 0.5;
-            bMean = (b.X.detach() + b.Ref) * 0.5;
+            z = Product(a.X.detach(), b.X.detach(), matmul);
+            z0 = Product(a.Ref, b.Ref, matmul);
+            // ā is b's multiplier, b̄ is a's: each only when the other operand needs a gradient.
+            bMean = a.X.requires_grad ? (b.X.detach() + b.Ref) * 0.5 : z;
+            aMean = b.X.requires_grad ? (a.X.detach() + a.Ref) * 0.5 : z;
         }
-        // Value z; gradient to a through b̄, to b through ā (each added term is exactly zero).
-        var result = z;
-        if (a.X.requires_grad) result = result + product(a.X - a.X.detach(), bMean);
-        if (b.X.requires_grad) result = result + product(aMean, b.X - b.X.detach());
-        return new Act(result, z0);
+        // Value z; gradient to a through b̄, to b through ā.
+        return new Act(RuleGradients.WithProductMultipliers(z, a.X, b.X, aMean, bMean, matmul), z0);
     }
 }
