@@ -9,7 +9,8 @@ public static class TargetOutput
     public static Act Select(TensorOps ops, Act logits, long[] targets, OutputKind output)
     {
         var index = tensor(targets, dtype: ScalarType.Int64, device: logits.X.device).unsqueeze(1);
-        Tensor Pick(Tensor t) => t.gather(1, t.shape[0] == index.shape[0] ? index : index[..1]).squeeze(1);
+        // A reference shared by the batch has one row: each text's target is picked from it.
+        Tensor Pick(Tensor t) => (t.shape[0] == index.shape[0] ? t : t.expand(index.shape[0], -1)).gather(1, index).squeeze(1);
         return output switch
         {
             OutputKind.Logit => ops.Map(logits, Pick),

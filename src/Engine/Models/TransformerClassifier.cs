@@ -122,13 +122,16 @@ public sealed class TransformerClassifier : IDisposable
     /// Position ids. BERT/DistilBERT: 0..L−1. RoBERTa (HF's create_position_ids_from_input_ids):
     /// real tokens get pad+1, pad+2, …; padded positions get pad. Computed from the input's mask and
     /// used for the reference too, so positions contribute nothing.
+    /// Shape [1, L] whenever every text has the same positions (BERT always, RoBERTa without padding), so that
+    /// adding them keeps a reference shared by the batch one row wide through the whole network; [B, L] otherwise.
     /// </summary>
     public Tensor PositionIds(Tensor attentionMask)
     {
         long length = attentionMask.shape[1];
         if (Config.Family != ModelFamily.Roberta)
-            return arange(length, dtype: ScalarType.Int64, device: attentionMask.device).unsqueeze(0).expand(attentionMask.shape[0], length);
+            return arange(length, dtype: ScalarType.Int64, device: attentionMask.device).unsqueeze(0);
         var m = attentionMask.to_type(ScalarType.Int64);
+        if (m.shape[0] > 1 && attentionMask.all().item<bool>()) m = m[..1];
         return m.cumsum(1) * m + Config.PadTokenId;
     }
 

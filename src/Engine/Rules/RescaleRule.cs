@@ -20,7 +20,12 @@ public static class RescaleRule
     /// difference of two float32 numbers is exact in float64; values and multiplier are rounded once) — and
     /// hands <c>(x, x0, g(x), g(x0))</c> to <paramref name="multiplier"/>.
     /// </summary>
-    public static Act Elementwise(Act a, Func<Tensor, Tensor> g, Func<Tensor, Tensor, Tensor, Tensor, Tensor> multiplier, bool promote) =>
+    /// <remarks>
+    /// <paramref name="value"/> and <paramref name="value0"/>, when given, are the values the op passes on in place of
+    /// g(x) and g(x0) (the same numbers up to rounding, computed another way; see <see cref="SoftmaxRule.Exact"/>).
+    /// </remarks>
+    public static Act Elementwise(Act a, Func<Tensor, Tensor> g, Func<Tensor, Tensor, Tensor, Tensor, Tensor> multiplier, bool promote,
+        Tensor? value = null, Tensor? value0 = null) =>
         ActScope.Run(() =>
         {
             var x = a.X;
@@ -33,8 +38,8 @@ public static class RescaleRule
                 var gx = g(xd);
                 var gx0 = g(x0d);
                 m = multiplier(xd, x0d, gx, gx0).to_type(x.dtype);
-                y = gx.to_type(x.dtype);
-                y0 = gx0.to_type(x.dtype);
+                y = value ?? gx.to_type(x.dtype);
+                y0 = value0 ?? gx0.to_type(x.dtype);
             }
             return new Act(Multipliers.Override(y, x, m), y0);
         });
@@ -71,12 +76,12 @@ public static class RescaleRule
     /// Equal to <c>exp(x0)·expm1(Δ)/Δ</c>, but bounded by <c>exp(max)</c> and never NaN for large Δ in float32.
     /// (<c>exp(max(x, x0)) = max(e, e0)</c>: no third exponential.)
     /// </summary>
-    public static Act Exp(Act a, bool promote) =>
+    public static Act Exp(Act a, bool promote, Tensor? value = null, Tensor? value0 = null) =>
         Elementwise(a, t => t.exp(), (x, x0, e, e0) =>
         {
             var d = (x - x0).abs();
             return Multipliers.SafeRatio(maximum(e, e0) * (-(-d).expm1()), d, () => e);
-        }, promote: false);
+        }, promote: false, value, value0);
 
     /// <summary>
     /// <c>y = log(s)</c>, s &gt; 0: <c>m = log1p(|s − s0| / min(s, s0)) / |s − s0|</c>, <c>1/s</c> where equal.

@@ -41,7 +41,18 @@ public static class SoftmaxRule
         var s = ops.Map(e, t => t.sum(dim, keepdim: true));
         var g = LogOfSum(s, u, dim, promote);
         var logProbs = ops.Map(u, g, (uu, gg) => uu - gg);
-        return RescaleRule.Exp(logProbs, promote);
+        // The values leave as softmax(x) and softmax(x0), each computed from its own half: equal to exp(u − g) and
+        // exp(u0 − g0) up to rounding (the multipliers are those of the exp rule on u − g), but u0 = x0 − c carries
+        // each text's shift c, so exp(u0 − g0) has a row per text even when the batch shares one reference. From x0
+        // alone the reference half stays one row, and so does every later layer's (measured: it was costing as much
+        // as the inputs' half from the first softmax on). A text equal to its reference gets identical values.
+        Tensor y, y0;
+        using (no_grad())
+        {
+            y = a.X.detach().softmax(dim);
+            y0 = a.Ref.softmax(dim);
+        }
+        return RescaleRule.Exp(logProbs, promote, y, y0);
     }
 
     /// <summary>
