@@ -6,6 +6,9 @@ COPY . .
 RUN dotnet publish src/Worker/Worker.csproj -c Release -o /app -p:TorchBackend=cpu
 
 FROM mcr.microsoft.com/dotnet/runtime:10.0
+# tcmalloc: the worker re-executes itself with it preloaded (src/Engine/NativeAllocator.cs); measured on bert-base,
+# DeepLift ~2x faster than glibc malloc at the same peak memory.
+RUN apt-get update && apt-get install -y --no-install-recommends libtcmalloc-minimal4 && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /app .
 # Models are mounted read-only at /models (Models__<id>__Path=/models/<id>); the broker comes from RabbitMq__* settings.

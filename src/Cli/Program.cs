@@ -3,6 +3,9 @@ using AttributionFleet.Cli.Commands;
 using AttributionFleet.Engine;
 using AttributionFleet.Engine.Attribution;
 
+// Under tcmalloc when it is installed (same process, re-executed with it preloaded): see NativeAllocator.
+NativeAllocator.PreloadOrContinue();
+
 var commands = new Dictionary<string, (Func<string[], TextWriter, int> Run, string Usage)>
 {
     ["predict"] = (PredictCommand.Run, PredictCommand.Usage),

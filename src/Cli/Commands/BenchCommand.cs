@@ -19,11 +19,12 @@ public static class BenchCommand
 {
     public const string Usage =
         "fleet bench predict   [--batch 32] [--length 128] [--repeats 3] [--threads N]\n" +
-        "fleet bench attribute [--batch 16] [--length 128] [--layers 12] [--repeats 3] [--ig-texts 2] [--steps 50] [--rules] [--no-promote] [--max-rows N] [--precision float32|float64|float16|bfloat16] [--device cpu|cuda] [--threads N]\n" +
-        "fleet bench profile   [--batch 16] [--length 128] [--layers 2] [--no-promote] [--threads N]\n" +
+        "fleet bench attribute [--batch 16] [--length 128] [--layers 12] [--repeats 3] [--ig-texts 2] [--steps 50] [--rules] [--no-promote] [--max-rows N] [--pass-memory-mb M] [--precision float32|float64|float16|bfloat16] [--device cpu|cuda] [--threads N]\n" +
+        "fleet bench allocator (which malloc libtorch's tensors come from; see FLEET_NATIVE_ALLOCATOR)\n" +
+        "fleet bench profile   [--batch 16] [--length 128] [--layers 2] [--repeats 3] [--no-promote] [--threads N]\n" +
         BenchFleetCommand.Usage;
 
-    private static readonly string[] Options = { "batch", "length", "repeats", "threads", "layers", "ig-texts", "steps", "precision", "device", "max-rows" };
+    private static readonly string[] Options = { "batch", "length", "repeats", "threads", "layers", "ig-texts", "steps", "precision", "device", "max-rows", "pass-memory-mb" };
 
     public static int Run(string[] args, TextWriter stdout)
     {
@@ -35,6 +36,9 @@ public static class BenchCommand
             case "attribute": return Attribute(new CommandLine(rest, Options, new[] { "rules", "no-promote" }), stdout);
             case "fleet": return BenchFleetCommand.Run(rest, stdout);
             case "rss": return LoadRss(rest, stdout);
+            case "allocator":
+                stdout.WriteLine($"allocator: {Engine.NativeAllocator.Describe()}; pid {Environment.ProcessId}");
+                return 0;
             case "profile": return Profile(new CommandLine(rest, Options, new[] { "no-promote" }), stdout);
             default:
                 throw new UsageException($"unknown benchmark '{args[0]}'; usage: {Usage}");
@@ -111,7 +115,7 @@ public static class BenchCommand
     {
         SetThreads(cl);
         int batch = cl.Int("batch", 32), length = cl.Int("length", 128), repeats = cl.Int("repeats", 3);
-        stdout.WriteLine($"bench predict: batch {batch}, length {length}, {get_num_threads()} torch threads, median of {repeats}");
+        stdout.WriteLine($"bench predict: batch {batch}, length {length}, {get_num_threads()} torch threads, median of {repeats}, allocator {Engine.NativeAllocator.Describe()}");
 
         // MiniLM: TorchSharp engine vs ONNX Runtime, same ids, same process.
         var minilmDir = MiniLmAssets.EnsureImported();
@@ -185,6 +189,44 @@ public static class BenchCommand
         return 0;
     }
 
+    /// <summary>
+    /// Medians of <paramref name="repeats"/> alternating runs of <paramref name="a"/> and <paramref name="b"/> after one
+    /// warm-up each, and the median of the per-pair ratios b/a.
+    /// </summary>
+    internal static (double A, double B, double Ratio) MedianPair(int repeats, Action a, Action b)
+    {
+        a();
+        b();
+        var pairs = new List<(double A, double B)>();
+        for (int i = 0; i < repeats; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            a();
+            double ta = sw.Elapsed.TotalSeconds;
+            sw.Restart();
+            b();
+            pairs.Add((ta, sw.Elapsed.TotalSeconds));
+        }
+        static double Mid(IEnumerable<double> v) => v.OrderBy(x => x).ElementAt(v.Count() / 2);
+        return (Mid(pairs.Select(p => p.A)), Mid(pairs.Select(p => p.B)), Mid(pairs.Select(p => p.B / p.A)));
+    }
+
+    /// <summary>Resets VmHWM (Linux: "5" to /proc/self/clear_refs), so the next <see cref="PeakRssBytes"/> covers what follows.</summary>
+    internal static void ResetPeakRss()
+    {
+        try { File.WriteAllText("/proc/self/clear_refs", "5"); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+    }
+
+    internal static long CurrentRss()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+        return 0;
+    }
+
     /// <summary>VmHWM from /proc/self/status (peak resident set size).</summary>
     internal static long PeakRssBytes()
     {
@@ -206,24 +248,44 @@ public static class BenchCommand
         refIds[0, 0] = 101;
         refIds[0, length - 1] = 102;
         var reference = model.WordEmbeddings(refIds);
-        for (int round = 0; round < 2; round++)
+        int repeats = cl.Int("repeats", 3);
+        var plain = new List<double>();
+        var passes = new List<(double Forward, double Backward, Dictionary<string, double> Ops, long Held, long Peak)>();
+        for (int round = 0; round <= repeats; round++)
         {
             using var scope = NewDisposeScope();
+            var sw = Stopwatch.StartNew();
+            using (no_grad()) model.Logits(ids, ones_like(ids));
+            double plainForward = sw.Elapsed.TotalSeconds;
             using var grad = enable_grad();
             var ops = new ProfilingOps(new Engine.Attribution.DeepLiftOps(promoteMultipliers: !cl.Flag("no-promote")));
-            var sw = Stopwatch.StartNew();
+            Engine.NativeAllocator.ReleaseFreeMemory();
+            ResetPeakRss();
+            long rssBefore = CurrentRss();
+            sw.Restart();
             var x = model.WordEmbeddings(ids).detach().requires_grad_(true);
             var logits = model.Forward(ops, new Act(x, reference), ones_like(ids));
             double forward = sw.Elapsed.TotalSeconds;
+            long heldAfterForward = CurrentRss() - rssBefore, peakForward = PeakRssBytes() - rssBefore;
             sw.Restart();
             logits.X.select(1, 0).sum().backward();
+            Engine.Rules.RuleGradients.ReleaseHanded();
             double backward = sw.Elapsed.TotalSeconds;
+            long peakPass = PeakRssBytes() - rssBefore;
             if (round == 0) continue; // warm-up
-            stdout.WriteLine($"DeepLift pass, {layers} layers, batch {batch} x {length}: forward {forward:F3} s, backward {backward:F3} s");
-            foreach (var (name, seconds) in ops.Seconds.OrderByDescending(p => p.Value))
-                stdout.WriteLine($"  {name,-22} {seconds,7:F3} s  {seconds / forward,6:P0} of the forward");
-            stdout.WriteLine($"  {"linear + rest",-22} {forward - ops.Seconds.Values.Sum(),7:F3} s");
+            plain.Add(plainForward);
+            passes.Add((forward, backward, ops.Seconds, heldAfterForward, Math.Max(peakForward, peakPass)));
         }
+        // The median round by total DeepLift time, with the plain forward of the same round beside it.
+        var order = Enumerable.Range(0, passes.Count).OrderBy(i => passes[i].Forward + passes[i].Backward).ToList();
+        int mid = order[order.Count / 2];
+        var (f, b, seconds, held, peak) = passes[mid];
+        stdout.WriteLine($"allocator: {Engine.NativeAllocator.Describe()}");
+        stdout.WriteLine($"DeepLift pass, {layers} layers, batch {batch} x {length} (median of {repeats}): forward {f:F3} s, backward {b:F3} s; plain forward {plain[mid]:F3} s; DeepLift = {(f + b) / plain[mid]:F2}x plain forward");
+        foreach (var (name, sec) in seconds.OrderByDescending(p => p.Value))
+            stdout.WriteLine($"  {name,-22} {sec,7:F3} s  {sec / f,6:P0} of the forward");
+        stdout.WriteLine($"  {"linear + rest",-22} {f - seconds.Values.Sum(),7:F3} s");
+        stdout.WriteLine($"memory: the forward leaves {held / 1048576.0:F0} MiB for the backward; the pass peaks {peak / 1048576.0:F0} MiB above where it started");
         return 0;
     }
 
@@ -234,7 +296,7 @@ public static class BenchCommand
         int igTexts = cl.Int("ig-texts", 2), steps = cl.Int("steps", 50);
         var precision = new ExplainRequest { Precision = cl.Value("precision") ?? "float32" }.ParsePrecision();
         var device = DeviceSelector.Resolve(cl.Value("device"));
-        stdout.WriteLine($"bench attribute: bert-base-sized ({layers} layers, 768, 12 heads, 3072), random init std 0.02, batch {batch}, length {length}, {precision}, device {device}, {get_num_threads()} torch threads, median of {repeats}");
+        stdout.WriteLine($"bench attribute: bert-base-sized ({layers} layers, 768, 12 heads, 3072), random init std 0.02, batch {batch}, length {length}, {precision}, device {device}, {get_num_threads()} torch threads, median of {repeats}, allocator {Engine.NativeAllocator.Describe()}");
         using var loaded = LoadedModel.Load(BertBaseDir(layers), device);
         var model = loaded.For(precision);
         var ids = tensor(RandomIds(batch, length, 30522, seed: 2)).to(device);
@@ -246,11 +308,12 @@ public static class BenchCommand
         var targets = Enumerable.Repeat(1L, batch).ToArray();
         double flops = ForwardFlops(model.Config, length) * batch;
 
-        double forward = Median(repeats, () =>
+        void Forward()
         {
             using var scope = NewDisposeScope();
             model.Logits(ids, mask).sum().to_type(ScalarType.Float64).item<double>();
-        });
+        }
+        double forward = Median(repeats, Forward);
         stdout.WriteLine($"forward                {forward / batch,8:F3} s/text  {batch / forward,8:F2} texts/s  {batch * length / forward,9:F0} tokens/s  {flops / forward / 1e9,6:F1} GFLOP/s");
 
         // The practical floor: a plain forward plus an input-gradient backward (what Saliency costs).
@@ -260,18 +323,44 @@ public static class BenchCommand
 
         var rules = cl.Flag("rules") ? new[] { SoftmaxRuleKind.Exact, SoftmaxRuleKind.Rescale, SoftmaxRuleKind.RowMean } : new[] { SoftmaxRuleKind.Exact };
         double deeplift = 0;
+        long deepliftPeak = 0;
+        int passMemoryMb = cl.Int("pass-memory-mb", 0);
+        long passMemory = passMemoryMb > 0 ? (long)passMemoryMb << 20 : new MethodOptions().PassMemoryBytes;
+        long perPass = DeepLift.TextsPerPass(model.Config, length, model.DType, new MethodOptions { MaxRowsPerPass = cl.Int("max-rows", 64), PassMemoryBytes = passMemory }, batch);
         foreach (var rule in rules)
         {
             AttributionOutput? result = null;
-            var options = new MethodOptions { Output = OutputKind.Logit, SoftmaxRule = rule, PromoteMultipliers = !cl.Flag("no-promote"), MaxRowsPerPass = cl.Int("max-rows", 64) };
-            double s = Median(rule == SoftmaxRuleKind.Exact ? repeats : 1, () =>
-                result = new DeepLift().Attribute(model, new AttributionBatch(ids, mask, new[] { reference }, targets), options));
-            if (rule == SoftmaxRuleKind.Exact) deeplift = s;
+            var options = new MethodOptions
+            {
+                Output = OutputKind.Logit, SoftmaxRule = rule, PromoteMultipliers = !cl.Flag("no-promote"),
+                MaxRowsPerPass = cl.Int("max-rows", 64), PassMemoryBytes = passMemory,
+            };
+            void Run() => result = new DeepLift().Attribute(model, new AttributionBatch(ids, mask, new[] { reference }, targets), options);
+            string cost;
+            double s;
+            if (rule == SoftmaxRuleKind.Exact)
+            {
+                // Peak RSS of DeepLift alone (what a worker holds), from a released heap; then forward and DeepLift
+                // timed in alternation, so that drift in this machine's speed hits both sides of the ratio.
+                Engine.NativeAllocator.ReleaseFreeMemory();
+                ResetPeakRss();
+                Run();
+                deepliftPeak = PeakRssBytes();
+                var (f, d, ratio) = MedianPair(repeats, Forward, Run);
+                s = deeplift = d;
+                cost = $"cost {ratio:F2}x forward (paired; forward {f / batch:F3} s/text in these runs)";
+            }
+            else
+            {
+                s = Median(1, Run);
+                cost = $"cost {s / forward:F2}x forward";
+            }
             var rel = (result!.Delta.abs() / (result.Fx - result.Fx0).abs()).to_type(ScalarType.Float64);
             var sorted = rel.sort().Values;
-            stdout.WriteLine($"deeplift/{rule,-8}       {s / batch,8:F3} s/text  {batch / s,8:F2} texts/s  cost {s / forward:F2}x forward   " +
+            stdout.WriteLine($"deeplift/{rule,-8}       {s / batch,8:F3} s/text  {batch / s,8:F2} texts/s  {cost}   " +
                 $"max|delta| {result.Delta.abs().max().item<double>():E2}  relative delta median {sorted[sorted.shape[0] / 2].item<double>():E2} max {sorted[-1].item<double>():E2}");
         }
+        stdout.WriteLine($"peak RSS of the process while DeepLift attributes a batch of {batch} x {length} in passes of {perPass} (pass memory {passMemory >> 20} MiB): {deepliftPeak / 1048576.0:F0} MiB");
 
         if (igTexts > 0)
         {
@@ -286,7 +375,7 @@ public static class BenchCommand
         }
         double ceiling = MatmulGflops(device);
         stdout.WriteLine($"matmul ceiling {ceiling:F1} GFLOP/s; forward reaches {flops / forward / 1e9 / ceiling:P0}, DeepLift (forward-equivalent FLOPs x3) {3 * flops / deeplift / 1e9 / ceiling:P0}");
-        stdout.WriteLine($"peak RSS {PeakRssBytes() / 1048576.0:F0} MiB");
+        stdout.WriteLine($"peak RSS of the whole benchmark {PeakRssBytes() / 1048576.0:F0} MiB");
 
         return 0;
     }

@@ -52,6 +52,12 @@ public sealed record MethodOptions
     /// DeepLiftShap. Bounds peak memory; results do not depend on it.
     /// </summary>
     public int MaxRowsPerPass { get; init; } = 64;
+    /// <summary>
+    /// DeepLift and DeepLiftShap: the memory one pass may take (its texts by <see cref="DeepLift.BytesPerText"/>).
+    /// 1 GiB: on bert-base, up to 9 texts of 128 tokens a pass (a batch of 16 goes as 8 + 8: process peak 1.6 GB),
+    /// 52 of 32 tokens.
+    /// </summary>
+    public long PassMemoryBytes { get; init; } = 1L << 30;
     /// <summary>GradientSHAP: samples per text and the noise added to each.</summary>
     public int Samples { get; init; } = 20;
     public double NoiseStdDev { get; init; } = 0.0;

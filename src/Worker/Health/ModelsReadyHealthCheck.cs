@@ -24,6 +24,7 @@ public sealed class ModelPreloader(ModelRegistry registry, ModelPreloadState sta
     protected override Task ExecuteAsync(CancellationToken stoppingToken) => Task.Run(() =>
     {
         Engine.EngineRuntime.Configure(worker.Value.TorchThreads);
+        log.LogInformation("Native allocator: {Allocator}", Engine.NativeAllocator.Describe());
         if (!worker.Value.PreloadModels || !worker.Value.ConsumeJobs)
         {
             state.Finish(null);

@@ -97,11 +97,31 @@ public class DeepLiftPassSizeTests
         {
             var batch = new AttributionBatch(ids, mask, new[] { reference }, targets);
             var whole = new DeepLift().Attribute(model, batch, new MethodOptions());
-            var split = new DeepLift().Attribute(model, batch, new MethodOptions { MaxRowsPerPass = 3 });
-            Assert.Equal(whole.Scores.shape, split.Scores.shape);
-            Assert.True((whole.Scores - split.Scores).abs().max().item<double>() < 1e-12);
-            Assert.True((whole.Delta - split.Delta).abs().max().item<double>() < 1e-12);
-            Assert.True((whole.Fx0 - split.Fx0).abs().max().item<double>() < 1e-12);
+            foreach (var options in new[] { new MethodOptions { MaxRowsPerPass = 3 }, new MethodOptions { PassMemoryBytes = 1 } })
+            {
+                var split = new DeepLift().Attribute(model, batch, options);
+                Assert.Equal(whole.Scores.shape, split.Scores.shape);
+                Assert.True((whole.Scores - split.Scores).abs().max().item<double>() < 1e-12);
+                Assert.True((whole.Delta - split.Delta).abs().max().item<double>() < 1e-12);
+                Assert.True((whole.Fx0 - split.Fx0).abs().max().item<double>() < 1e-12);
+            }
         }
+    }
+
+    /// <summary>The pass size follows the memory budget and the length, is capped, and is evened out over a batch.</summary>
+    [Fact]
+    public void PassSizeFollowsTheMemoryBudget()
+    {
+        var bertBase = AttributionFleet.Engine.Models.RandomModels.BertBase();
+        var options = new MethodOptions(); // 1 GiB
+        long at128 = DeepLift.TextsPerPass(bertBase, 128, ScalarType.Float32, options);
+        long at32 = DeepLift.TextsPerPass(bertBase, 32, ScalarType.Float32, options);
+        Assert.Equal(9, at128);                                   // 1 GiB / ~107 MB a text
+        Assert.True(at32 > 4 * at128, $"{at32} texts of 32 tokens vs {at128} of 128");
+        Assert.Equal(8, DeepLift.TextsPerPass(bertBase, 128, ScalarType.Float32, options, batchSize: 16)); // 8 + 8, not 9 + 7
+        Assert.Equal(5, DeepLift.TextsPerPass(bertBase, 128, ScalarType.Float32, options, batchSize: 5));
+        Assert.Equal(4, DeepLift.TextsPerPass(bertBase, 128, ScalarType.Float64, options));       // twice the bytes
+        Assert.Equal(1, DeepLift.TextsPerPass(bertBase, 128, ScalarType.Float32, new MethodOptions { PassMemoryBytes = 1 }));
+        Assert.Equal(2, DeepLift.TextsPerPass(bertBase, 32, ScalarType.Float32, new MethodOptions { MaxRowsPerPass = 2 }));
     }
 }

@@ -1,0 +1,68 @@
+using System.Diagnostics;
+using AttributionFleet.Engine;
+using Xunit;
+
+namespace AttributionFleet.Cli.Tests;
+
+/// <summary>A fact that needs tcmalloc installed (.ci/services/tcmalloc.sh installs libtcmalloc-minimal4); skipped without it.</summary>
+public sealed class TcmallocFactAttribute : FactAttribute
+{
+    public TcmallocFactAttribute()
+    {
+        if (!File.Exists("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"))
+            Skip = "libtcmalloc-minimal4 is not installed (.ci/services/tcmalloc.sh installs it)";
+    }
+}
+
+/// <summary>
+/// The CLI re-executes itself in place (same pid) with tcmalloc preloaded when it is installed, runs on the C
+/// library's malloc when told to or when the library is missing, and never loops.
+/// </summary>
+public class NativeAllocatorTests
+{
+    private static (string Output, int ExitCode, int Pid) RunFleet(IDictionary<string, string?> environment)
+    {
+        var info = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "fleet.dll"));
+        info.ArgumentList.Add("bench");
+        info.ArgumentList.Add("allocator");
+        info.Environment.Remove(NativeAllocator.SettingVariable);
+        info.Environment.Remove("LD_PRELOAD");
+        foreach (var (k, v) in environment) info.Environment[k] = v;
+        using var process = Process.Start(info)!;
+        int pid = process.Id;
+        var output = process.StandardOutput.ReadToEnd() + process.StandardError.ReadToEnd();
+        Assert.True(process.WaitForExit(60_000), "fleet bench allocator did not exit");
+        return (output, process.ExitCode, pid);
+    }
+
+    [TcmallocFact]
+    public void PreloadsTcmallocInTheSameProcess()
+    {
+        var (output, code, pid) = RunFleet(new Dictionary<string, string?>());
+        Assert.Equal(0, code);
+        Assert.Contains("allocator: tcmalloc (", output);
+        Assert.Contains($"pid {pid}", output); // execve: the process the caller started, not a child
+    }
+
+    [Fact]
+    public void SystemSettingKeepsTheCLibraryMalloc()
+    {
+        var (output, code, _) = RunFleet(new Dictionary<string, string?> { [NativeAllocator.SettingVariable] = "system" });
+        Assert.Equal(0, code);
+        Assert.Contains("allocator: C library malloc", output);
+    }
+
+    [Fact]
+    public void MissingLibraryFallsBackWithoutLooping()
+    {
+        var (output, code, _) = RunFleet(new Dictionary<string, string?> { [NativeAllocator.SettingVariable] = "/nonexistent/libtcmalloc_minimal.so.4" });
+        Assert.Equal(0, code);
+        Assert.Contains("allocator: C library malloc", output);
+    }
+}
