@@ -6,14 +6,22 @@ namespace AttributionFleet.Engine.Attribution;
 internal static class AttributionMath
 {
     /// <summary>Scores per token, <c>f(x) − f(x0)</c> bookkeeping and the delta, all as float64 on the CPU.</summary>
-    public static AttributionOutput Finish(Tensor attributions, Tensor fx, Tensor fx0)
+    public static AttributionOutput Finish(Tensor attributions, Tensor fx, Tensor fx0, Tensor logits, long[] targets)
     {
         var attr = attributions.detach().to_type(ScalarType.Float64).cpu();
         var scores = attr.sum(-1);
         var fxd = fx.detach().to_type(ScalarType.Float64).cpu();
         var fx0d = fx0.detach().to_type(ScalarType.Float64).cpu().expand_as(fxd).contiguous();
         var delta = fxd - fx0d - scores.sum(1);
-        return new AttributionOutput(attr, scores, fxd, fx0d, delta);
+        return new AttributionOutput(attr, scores, fxd, fx0d, delta, logits.detach().to_type(ScalarType.Float64).cpu(), targets);
+    }
+
+    /// <summary>The given targets, or each row's argmax of <paramref name="logits"/> [B, C] when none are given.</summary>
+    public static long[] ResolveTargets(long[]? targets, Tensor logits)
+    {
+        if (targets is not null) return targets;
+        using var _ = no_grad();
+        return logits.detach().argmax(1).cpu().data<long>().ToArray();
     }
 
     /// <summary>
@@ -67,9 +75,9 @@ internal static class AttributionMath
         return (alphas, weights);
     }
 
-    public static void CheckTargets(long[] targets, int outputs)
+    public static void CheckTargets(long[]? targets, int outputs)
     {
-        foreach (var t in targets)
+        foreach (var t in targets ?? Array.Empty<long>())
             if (t < 0 || t >= outputs)
                 throw new AttributionRequestException("target", $"target {t} is out of range: the model has {outputs} outputs (0..{outputs - 1})");
     }

@@ -33,8 +33,10 @@ public sealed class AttributionRequestException : Exception
 /// <summary>
 /// A batch to explain, at the word-embedding level. <see cref="ReferenceEmbeddings"/> has batch size B or 1
 /// (one reference shared by every text, e.g. all texts of one length with the [PAD] reference).
+/// <see cref="Targets"/> null: each text's predicted class (argmax of f(x)), taken by the method from a forward pass
+/// at x it runs anyway (DeepLift's own pass), so explaining the prediction costs no extra forward.
 /// </summary>
-public sealed record AttributionBatch(Tensor Ids, Tensor AttentionMask, IReadOnlyList<Tensor> ReferenceEmbeddings, long[] Targets)
+public sealed record AttributionBatch(Tensor Ids, Tensor AttentionMask, IReadOnlyList<Tensor> ReferenceEmbeddings, long[]? Targets)
 {
     public long Size => Ids.shape[0];
 }
@@ -69,9 +71,10 @@ public sealed record MethodOptions
 /// <summary>
 /// Per-token contributions of one batch. <see cref="Attributions"/> [B, L, H], <see cref="Scores"/> [B, L]
 /// (summed over the hidden dimension), <see cref="Fx"/>, <see cref="Fx0"/>, <see cref="Delta"/> [B] with
-/// <c>delta = f(x) − f(x0) − Σ scores</c>. All float64 on the CPU.
+/// <c>delta = f(x) − f(x0) − Σ scores</c>; <see cref="Logits"/> [B, C]: the model's whole output at x (for the
+/// reported prediction); <see cref="Targets"/>: the class explained for each text. Tensors float64 on the CPU.
 /// </summary>
-public sealed record AttributionOutput(Tensor Attributions, Tensor Scores, Tensor Fx, Tensor Fx0, Tensor Delta);
+public sealed record AttributionOutput(Tensor Attributions, Tensor Scores, Tensor Fx, Tensor Fx0, Tensor Delta, Tensor Logits, long[] Targets);
 
 /// <summary>One attribution method, one entry point.</summary>
 public interface IAttributionMethod

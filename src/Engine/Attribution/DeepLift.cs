@@ -36,12 +36,13 @@ public sealed class DeepLift : IAttributionMethod
         {
             long count = Math.Min(per, n - start);
             var slice = new AttributionBatch(batch.Ids.narrow(0, start, count), batch.AttentionMask.narrow(0, start, count),
-                batch.ReferenceEmbeddings, batch.Targets.AsSpan((int)start, (int)count).ToArray());
+                batch.ReferenceEmbeddings, batch.Targets?.AsSpan((int)start, (int)count).ToArray());
             var r = reference.shape[0] == n ? reference.narrow(0, start, count) : reference;
             parts.Add(AttributeChunk(model, slice, r, options));
         }
         var joined = new AttributionOutput(cat(parts.Select(p => p.Attributions).ToArray(), 0), cat(parts.Select(p => p.Scores).ToArray(), 0),
-            cat(parts.Select(p => p.Fx).ToArray(), 0), cat(parts.Select(p => p.Fx0).ToArray(), 0), cat(parts.Select(p => p.Delta).ToArray(), 0));
+            cat(parts.Select(p => p.Fx).ToArray(), 0), cat(parts.Select(p => p.Fx0).ToArray(), 0), cat(parts.Select(p => p.Delta).ToArray(), 0),
+            cat(parts.Select(p => p.Logits).ToArray(), 0), parts.SelectMany(p => p.Targets).ToArray());
         return Detach(joined, scope);
     }
 
@@ -52,13 +53,14 @@ public sealed class DeepLift : IAttributionMethod
     /// time (bert-base, 16 × 128: passes of 4, 8, 16 took 0.46, 0.50, 0.49 s/text, peak RSS 1.15, 1.58, 2.46 GB), so
     /// the budget only has to say what memory the process may use.
     /// </summary>
-    public static long TextsPerPass(Checkpoints.ModelConfig config, long length, ScalarType dtype, MethodOptions options, long batchSize = long.MaxValue)
+    public static long TextsPerPass(Checkpoints.ModelConfig config, long length, ScalarType dtype, MethodOptions options, long? batchSize = null)
     {
         long byBudget = options.PassMemoryBytes / Math.Max(1, BytesPerText(config, length, dtype));
         long per = Math.Clamp(byBudget, 1, Math.Max(1, options.MaxRowsPerPass));
-        if (batchSize <= per) return Math.Max(1, batchSize);
-        long passes = (batchSize + per - 1) / per;
-        return (batchSize + passes - 1) / passes;
+        if (batchSize is not long n) return per;
+        if (n <= per) return Math.Max(1, n);
+        long passes = (n + per - 1) / per;
+        return (n + passes - 1) / passes;
     }
 
     /// <summary>
@@ -82,22 +84,27 @@ public sealed class DeepLift : IAttributionMethod
         var x = model.WordEmbeddings(batch.Ids).detach().requires_grad_(true);
         var r = reference.detach();
         var ops = new DeepLiftOps(options.SoftmaxRule, options.PromoteMultipliers);
-        Act f;
+        Act f, logits;
+        long[] targets;
         using (EngineTelemetry.Source.StartActivity("engine.forward"))
-            f = TargetOutput.Select(ops, model.Forward(ops, new Act(x, r), batch.AttentionMask), batch.Targets, options.Output);
+        {
+            logits = model.Forward(ops, new Act(x, r), batch.AttentionMask);
+            targets = AttributionMath.ResolveTargets(batch.Targets, logits.X);
+            f = TargetOutput.Select(ops, logits, targets, options.Output);
+        }
         using (EngineTelemetry.Source.StartActivity("engine.backward"))
         {
             f.X.sum().backward();
             Rules.RuleGradients.ReleaseHanded();
         }
         var attributions = (x.detach() - r) * x.grad!;
-        var result = AttributionMath.Finish(attributions, f.X, f.Ref);
+        var result = AttributionMath.Finish(attributions, f.X, f.Ref, logits.X, targets);
         return Detach(result, scope);
     }
 
     internal static AttributionOutput Detach(AttributionOutput o, TorchSharp.DisposeScope scope)
     {
-        scope.MoveToOuter(o.Attributions, o.Scores, o.Fx, o.Fx0, o.Delta);
+        scope.MoveToOuter(o.Attributions, o.Scores, o.Fx, o.Fx0, o.Delta, o.Logits);
         return o;
     }
 }
@@ -115,15 +122,18 @@ public sealed class DeepLiftShap : IAttributionMethod
         if (batch.ReferenceEmbeddings.Count == 0) throw new AttributionRequestException("reference", "deeplift-shap needs at least one reference");
         AttributionMath.CheckTargets(batch.Targets, model.OutputSize);
         using var scope = NewDisposeScope();
-        Tensor? attr = null, fx0 = null, fx = null;
+        Tensor? attr = null, fx0 = null, fx = null, logits = null;
         foreach (var reference in batch.ReferenceEmbeddings)
         {
+            // The first pass resolves predicted targets; the others explain the same ones.
             var one = DeepLift.AttributeOne(model, batch, reference, options);
+            batch = batch with { Targets = one.Targets };
             attr = attr is null ? one.Attributions : attr + one.Attributions;
             fx0 = fx0 is null ? one.Fx0 : fx0 + one.Fx0;
             fx = one.Fx;
+            logits ??= one.Logits;
         }
         int n = batch.ReferenceEmbeddings.Count;
-        return DeepLift.Detach(AttributionMath.Finish(attr! / n, fx!, fx0! / n), scope);
+        return DeepLift.Detach(AttributionMath.Finish(attr! / n, fx!, fx0! / n, logits!, batch.Targets!), scope);
     }
 }

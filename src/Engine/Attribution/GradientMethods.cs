@@ -7,23 +7,28 @@ namespace AttributionFleet.Engine.Attribution;
 /// <summary>Plain-gradient plumbing shared by the gradient-based methods.</summary>
 internal static class Gradients
 {
-    /// <summary>∇f at word embeddings <paramref name="embeddings"/> [N, L, H] (N rows, each with its mask/target row).</summary>
-    public static (Tensor Grad, Tensor F) At(TransformerClassifier model, Tensor embeddings, Tensor mask, long[] targets, OutputKind output)
+    /// <summary>
+    /// ∇f at word embeddings <paramref name="embeddings"/> [N, L, H] (N rows, each with its mask/target row; null
+    /// targets: each row's predicted class), with the output, the logits and the targets used.
+    /// </summary>
+    public static (Tensor Grad, Tensor F, Tensor Logits, long[] Targets) At(TransformerClassifier model, Tensor embeddings, Tensor mask, long[]? targets, OutputKind output)
     {
         using var grad = enable_grad();
         var e = embeddings.detach().requires_grad_(true);
         var logits = model.Forward(PlainOps.Instance, new Act(e), mask);
-        var f = TargetOutput.Select(PlainOps.Instance, logits, targets, output).X;
+        var resolved = AttributionMath.ResolveTargets(targets, logits.X);
+        var f = TargetOutput.Select(PlainOps.Instance, logits, resolved, output).X;
         f.sum().backward();
-        return (e.grad!.detach(), f.detach());
+        return (e.grad!.detach(), f.detach(), logits.X.detach(), resolved);
     }
 
-    /// <summary>Plain output for word embeddings, no autograd.</summary>
-    public static Tensor Output(TransformerClassifier model, Tensor embeddings, Tensor mask, long[] targets, OutputKind output)
+    /// <summary>Plain output for word embeddings, no autograd: the explained output, the logits and the targets used.</summary>
+    public static (Tensor F, Tensor Logits, long[] Targets) Output(TransformerClassifier model, Tensor embeddings, Tensor mask, long[]? targets, OutputKind output)
     {
         using var _ = no_grad();
         var logits = model.Forward(PlainOps.Instance, new Act(embeddings), mask);
-        return TargetOutput.Select(PlainOps.Instance, logits, targets, output).X;
+        var resolved = AttributionMath.ResolveTargets(targets, logits.X);
+        return (TargetOutput.Select(PlainOps.Instance, logits, resolved, output).X, logits.X, resolved);
     }
 
     /// <summary>
@@ -79,10 +84,10 @@ public sealed class IntegratedGradients : IAttributionMethod
         var (alphas, weights) = options.Integration == IntegrationRule.GaussLegendre
             ? AttributionMath.GaussLegendre(options.Steps)
             : AttributionMath.RiemannTrapezoid(options.Steps);
-        var g = Gradients.WeightedPathGradients(model, x, r, batch.AttentionMask, batch.Targets, options.Output, alphas, weights, options.MaxRowsPerPass);
-        var fx = Gradients.Output(model, x, batch.AttentionMask, batch.Targets, options.Output);
-        var fx0 = Gradients.Output(model, r, batch.AttentionMask, batch.Targets, options.Output);
-        return DeepLift.Detach(AttributionMath.Finish((x - r) * g, fx, fx0), scope);
+        var (fx, logits, targets) = Gradients.Output(model, x, batch.AttentionMask, batch.Targets, options.Output);
+        var g = Gradients.WeightedPathGradients(model, x, r, batch.AttentionMask, targets, options.Output, alphas, weights, options.MaxRowsPerPass);
+        var fx0 = Gradients.Output(model, r, batch.AttentionMask, targets, options.Output).F;
+        return DeepLift.Detach(AttributionMath.Finish((x - r) * g, fx, fx0, logits, targets), scope);
     }
 }
 
@@ -104,11 +109,12 @@ public sealed class GradientShap : IAttributionMethod
         var rng = new Random(options.Seed);
         var gen = new TorchSharp.torch.Generator((ulong)options.Seed);
         var total = zeros_like(x);
+        var (fx, logits, targets) = Gradients.Output(model, x, batch.AttentionMask, batch.Targets, options.Output);
         Tensor fx0Sum = zeros(x.shape[0], dtype: x.dtype, device: x.device);
         foreach (var (reference, i) in batch.ReferenceEmbeddings.Select((t, i) => (t, i)))
         {
             var r = reference.detach().expand_as(x);
-            fx0Sum = fx0Sum + Gradients.Output(model, r, batch.AttentionMask, batch.Targets, options.Output);
+            fx0Sum = fx0Sum + Gradients.Output(model, r, batch.AttentionMask, targets, options.Output).F;
         }
         for (int s = 0; s < options.Samples; s++)
         {
@@ -117,12 +123,11 @@ public sealed class GradientShap : IAttributionMethod
             Func<int, Tensor>? noise = options.NoiseStdDev > 0
                 ? _ => randn(x.shape, dtype: x.dtype, device: x.device, generator: gen) * options.NoiseStdDev
                 : null;
-            var g = Gradients.WeightedPathGradients(model, x, r, batch.AttentionMask, batch.Targets, options.Output,
+            var g = Gradients.WeightedPathGradients(model, x, r, batch.AttentionMask, targets, options.Output,
                 new[] { alpha }, new[] { 1.0 }, options.MaxRowsPerPass, noise);
             total.add_((x - r) * g);
         }
-        var fx = Gradients.Output(model, x, batch.AttentionMask, batch.Targets, options.Output);
-        return DeepLift.Detach(AttributionMath.Finish(total / options.Samples, fx, fx0Sum / batch.ReferenceEmbeddings.Count), scope);
+        return DeepLift.Detach(AttributionMath.Finish(total / options.Samples, fx, fx0Sum / batch.ReferenceEmbeddings.Count, logits, targets), scope);
     }
 }
 
@@ -140,10 +145,10 @@ public sealed class Saliency : IAttributionMethod
         AttributionMath.CheckTargets(batch.Targets, model.OutputSize);
         using var scope = NewDisposeScope();
         var x = model.WordEmbeddings(batch.Ids).detach();
-        var (g, fx) = Gradients.At(model, x, batch.AttentionMask, batch.Targets, options.Output);
+        var (g, fx, logits, targets) = Gradients.At(model, x, batch.AttentionMask, batch.Targets, options.Output);
         var r = batch.ReferenceEmbeddings[0].detach().expand_as(x);
-        var fx0 = Gradients.Output(model, r, batch.AttentionMask, batch.Targets, options.Output);
-        return DeepLift.Detach(AttributionMath.Finish(combine(x, g), fx, fx0), scope);
+        var fx0 = Gradients.Output(model, r, batch.AttentionMask, targets, options.Output).F;
+        return DeepLift.Detach(AttributionMath.Finish(combine(x, g), fx, fx0, logits, targets), scope);
     }
 }
 

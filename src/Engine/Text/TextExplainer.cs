@@ -79,10 +79,8 @@ public sealed class TextExplainer
             var ids = IdsTensor(items).to(model.Device);
             var mask = ones_like(ids);
             var references = request.References.Select(r => ReferenceEmbeddings(r, length, model)).ToList();
-            double[][] probs;
-            using (no_grad())
-                probs = Rows(model.Logits(ids, mask).to_type(ScalarType.Float64).softmax(1).cpu());
-            var targets = items.Select((_, j) => (long)(fixedTarget ?? ArgMax(probs[j]))).ToArray();
+            // No target: each text's predicted class, which the method takes from its own forward pass at x.
+            var targets = fixedTarget is int t0 ? Enumerable.Repeat((long)t0, items.Count).ToArray() : null;
             AttributionOutput output;
             using (var span = EngineTelemetry.Source.StartActivity("engine.attribute"))
             {
@@ -91,6 +89,7 @@ public sealed class TextExplainer
                 span?.SetTag("engine.tokens", length);
                 output = method.Attribute(model, new AttributionBatch(ids, mask, references, targets), options);
             }
+            var probs = Rows(output.Logits.softmax(1));
             var scores = Rows(output.Scores);
             var fx = output.Fx.data<double>().ToArray();
             var fx0 = output.Fx0.data<double>().ToArray();
@@ -100,7 +99,7 @@ public sealed class TextExplainer
                 var t = items[j];
                 double change = Math.Abs(fx[j] - fx0[j]);
                 double rel = delta[j] == 0 ? 0 : Math.Abs(delta[j]) / Math.Max(change, 1e-300);
-                int target = (int)targets[j];
+                int target = (int)output.Targets[j];
                 results[bucket[j]] = new Explanation(t.Text, t.Tokens, t.Offsets, scores[j], MakePrediction(probs[j]),
                     target, LabelOf(target), request.Output, fx[j], fx0[j], delta[j], rel, request.Method,
                     request.SoftmaxRule, request.Precision, t.Truncated);

@@ -178,7 +178,7 @@ public class IntegratedGradientsTests(ITestOutputHelper output)
         using var _ = model;
         var rows = tensor(new long[] { 1, 2 });
         var batch = new AttributionBatch(full.Ids.index_select(0, rows), full.AttentionMask.index_select(0, rows),
-            new[] { full.ReferenceEmbeddings[0].index_select(0, rows) }, new[] { full.Targets[1], full.Targets[2] });
+            new[] { full.ReferenceEmbeddings[0].index_select(0, rows) }, new[] { full.Targets![1], full.Targets[2] });
         var table = new Dictionary<IntegrationRule, double[]>();
         foreach (var rule in new[] { IntegrationRule.RiemannTrapezoid, IntegrationRule.GaussLegendre })
         {
