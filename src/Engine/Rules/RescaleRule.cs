@@ -45,8 +45,36 @@ public static class RescaleRule
         });
 
     /// <summary>Generic rescale with the derivative as the <c>Δx = 0</c> fallback.</summary>
-    public static Act Apply(Act a, Func<Tensor, Tensor> g, Func<Tensor, Tensor> derivative, bool promote) =>
-        Elementwise(a, g, (x, x0, gx, gx0) => Multipliers.SafeRatio(gx - gx0, x - x0, () => derivative(x)), promote);
+    public static Act Apply(Act a, Func<Tensor, Tensor> g, Func<Tensor, Tensor> derivative, bool promote)
+    {
+        if (promote && a.X.dtype == ScalarType.Float32 && a.X.device.type == TorchSharp.DeviceType.CPU && CpuKernels.Enabled)
+        {
+            var fused = ActScope.Run(() => FusedSecant(a, g, derivative));
+            if (fused.R is not null) return fused;
+        }
+        return Elementwise(a, g, (x, x0, gx, gx0) => Multipliers.SafeRatio(gx - gx0, x - x0, () => derivative(x)), promote);
+    }
+
+    /// <summary>
+    /// <see cref="Apply"/> for float32 on the CPU with float64 values: g in float64 by torch, the ratio and both roundings
+    /// in one fused loop (<see cref="CpuKernels.TrySecant"/>, bit-identical to the composition); the derivative only
+    /// where x == x0. Returns an Act without a reference when the layout does not suit the kernel.
+    /// </summary>
+    private static Act FusedSecant(Act a, Func<Tensor, Tensor> g, Func<Tensor, Tensor> derivative)
+    {
+        Tensor y, y0, m;
+        using (no_grad())
+        {
+            var x = a.X.detach();
+            var gx = g(x.to_type(ScalarType.Float64));
+            var gx0 = g(a.Ref.to_type(ScalarType.Float64));
+            if (!CpuKernels.TrySecant(x, a.Ref, gx, gx0, out y, out m, out long equal)) return new Act(a.X);
+            if (equal > 0)
+                m = where(x == a.Ref, derivative(x.to_type(ScalarType.Float64)).to_type(ScalarType.Float32), m);
+            y0 = gx0.to_type(ScalarType.Float32);
+        }
+        return new Act(Multipliers.Override(y, a.X, m), y0);
+    }
 
     /// <summary>An activation by kind, each with its exact derivative for the fallback.</summary>
     public static Act Activation(Act a, Activation kind, bool promote) => kind switch
