@@ -19,9 +19,9 @@ public static class BenchCommand
 {
     public const string Usage =
         "fleet bench predict   [--batch 32] [--length 128] [--repeats 3] [--threads N]\n" +
-        "fleet bench attribute [--batch 16] [--length 128] [--layers 12] [--repeats 3] [--ig-texts 2] [--steps 50] [--rules] [--no-promote] [--max-rows N] [--pass-memory-mb M] [--precision float32|float64|float16|bfloat16] [--device cpu|cuda] [--threads N]\n" +
+        "fleet bench attribute [--batch 16] [--length 128] [--layers 12] [--repeats 3] [--ig-texts 2] [--steps 50] [--rules] [--no-promote] [--max-rows N] [--pass-memory-mb M] [--no-kernels] [--precision float32|float64|float16|bfloat16] [--device cpu|cuda] [--threads N]\n" +
         "fleet bench allocator (which malloc libtorch's tensors come from; see FLEET_NATIVE_ALLOCATOR)\n" +
-        "fleet bench profile   [--batch 16] [--length 128] [--layers 2] [--repeats 3] [--no-promote] [--threads N]\n" +
+        "fleet bench profile   [--batch 16] [--length 128] [--layers 2] [--repeats 3] [--no-promote] [--no-kernels] [--threads N]\n" +
         BenchFleetCommand.Usage;
 
     private static readonly string[] Options = { "batch", "length", "repeats", "threads", "layers", "ig-texts", "steps", "precision", "device", "max-rows", "pass-memory-mb" };
@@ -33,13 +33,13 @@ public static class BenchCommand
         switch (args[0])
         {
             case "predict": return Predict(new CommandLine(rest, Options, Array.Empty<string>()), stdout);
-            case "attribute": return Attribute(new CommandLine(rest, Options, new[] { "rules", "no-promote" }), stdout);
+            case "attribute": return Attribute(new CommandLine(rest, Options, new[] { "rules", "no-promote", "no-kernels" }), stdout);
             case "fleet": return BenchFleetCommand.Run(rest, stdout);
             case "rss": return LoadRss(rest, stdout);
             case "allocator":
                 stdout.WriteLine($"allocator: {Engine.NativeAllocator.Describe()}; pid {Environment.ProcessId}");
                 return 0;
-            case "profile": return Profile(new CommandLine(rest, Options, new[] { "no-promote" }), stdout);
+            case "profile": return Profile(new CommandLine(rest, Options, new[] { "no-promote", "no-kernels" }), stdout);
             default:
                 throw new UsageException($"unknown benchmark '{args[0]}'; usage: {Usage}");
         }
@@ -47,6 +47,7 @@ public static class BenchCommand
 
     private static void SetThreads(CommandLine cl)
     {
+        if (cl.Flag("no-kernels")) Engine.Rules.CpuKernels.Enabled = false;
         int threads = cl.Int("threads", 0);
         if (threads > 0) set_num_threads(threads);
     }
