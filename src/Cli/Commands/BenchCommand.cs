@@ -22,6 +22,7 @@ public static class BenchCommand
         "fleet bench attribute [--batch 16] [--length 128] [--layers 12] [--repeats 3] [--ig-texts 2] [--steps 50] [--rules] [--no-promote] [--max-rows N] [--pass-memory-mb M] [--no-kernels] [--precision float32|float64|float16|bfloat16] [--device cpu|cuda] [--threads N]\n" +
         "fleet bench allocator (which malloc libtorch's tensors come from; see FLEET_NATIVE_ALLOCATOR)\n" +
         "fleet bench profile   [--batch 16] [--length 128] [--layers 2] [--repeats 3] [--no-promote] [--no-kernels] [--threads N]\n" +
+        BenchIgStepsCommand.Usage + "\n" +
         BenchFleetCommand.Usage;
 
     private static readonly string[] Options = { "batch", "length", "repeats", "threads", "layers", "ig-texts", "steps", "precision", "device", "max-rows", "pass-memory-mb" };
@@ -35,6 +36,7 @@ public static class BenchCommand
             case "predict": return Predict(new CommandLine(rest, Options, Array.Empty<string>()), stdout);
             case "attribute": return Attribute(new CommandLine(rest, Options, new[] { "rules", "no-promote", "no-kernels" }), stdout);
             case "fleet": return BenchFleetCommand.Run(rest, stdout);
+            case "ig-steps": return BenchIgStepsCommand.Run(rest, stdout);
             case "rss": return LoadRss(rest, stdout);
             case "allocator":
                 stdout.WriteLine($"allocator: {Engine.NativeAllocator.Describe()}; pid {Environment.ProcessId}");
