@@ -11,8 +11,8 @@ F="/opt/dn/dotnet /tmp/x/gpuapp/fleet.dll"
 run() { echo "== fleet $*"; timeout ${T:-120} $F "$@" 2>&1 | grep -v '^\s*at ' | head -40; }
 T=90 run bench attribute --device cuda --layers 2 --batch 4 --length 32 --repeats 1 --ig-texts 0 | tee $OUT/smoke.txt
 grep -q "deeplift/Exact" $OUT/smoke.txt || { echo "smoke failed: no GPU figures"; exit 3; }
-T=150 run bench attribute --device cuda --batch 16 --length 128 --repeats 5 --ig-texts 4 --rules | tee $OUT/bench128.txt
-T=90 run bench attribute --device cuda --batch 16 --length 32 --repeats 5 --ig-texts 4 | tee $OUT/bench32.txt
+T=150 run bench attribute --device cuda --batch 16 --length 128 --repeats 5 --ig-texts 2 --rules | tee $OUT/bench128.txt
+T=90 run bench attribute --device cuda --batch 16 --length 32 --repeats 5 --ig-texts 2 | tee $OUT/bench32.txt
 T=90 run bench attribute --device cuda --batch 64 --length 128 --repeats 5 --ig-texts 0 | tee $OUT/bench128b64.txt
-for p in float64 bfloat16 float16; do T=90 run bench attribute --device cuda --batch 16 --length 128 --repeats 3 --ig-texts 0 --precision $p | tee $OUT/bench128-$p.txt; done
+for p in float64 bfloat16; do T=90 run bench attribute --device cuda --batch 16 --length 128 --repeats 3 --ig-texts 0 --precision $p | tee $OUT/bench128-$p.txt; done
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv

@@ -55,11 +55,14 @@ public sealed record MethodOptions
     /// </summary>
     public int MaxRowsPerPass { get; init; } = 64;
     /// <summary>
-    /// DeepLift and DeepLiftShap: the memory one pass may take (its texts by <see cref="DeepLift.BytesPerText"/>).
-    /// 1 GiB: on bert-base, up to 9 texts of 128 tokens a pass (a batch of 16 goes as 8 + 8: process peak 1.6 GB),
-    /// 52 of 32 tokens.
+    /// DeepLift and DeepLiftShap: the memory one pass may take (its texts by <see cref="DeepLift.BytesPerText"/>); null:
+    /// <see cref="DefaultPassMemoryBytes"/> for the model's device. On the CPU, 1 GiB: up to 9 bert-base texts of 128
+    /// tokens a pass (a batch of 16 goes as 8 + 8: process peak 1.6 GB), 52 of 32 tokens. On an accelerator, 16 GiB:
+    /// there the pass should be as large as the batch (the time is in kernel launches, not in bytes).
     /// </summary>
-    public long PassMemoryBytes { get; init; } = 1L << 30;
+    public long? PassMemoryBytes { get; init; }
+
+    public static long DefaultPassMemoryBytes(TorchSharp.DeviceType device) => device == TorchSharp.DeviceType.CPU ? 1L << 30 : 16L << 30;
     /// <summary>GradientSHAP: samples per text and the noise added to each.</summary>
     public int Samples { get; init; } = 20;
     public double NoiseStdDev { get; init; } = 0.0;

@@ -28,7 +28,7 @@ public sealed class DeepLift : IAttributionMethod
     /// </summary>
     internal static AttributionOutput AttributeOne(TransformerClassifier model, AttributionBatch batch, Tensor reference, MethodOptions options)
     {
-        long n = batch.Size, per = TextsPerPass(model.Config, batch.Ids.shape[1], model.DType, options, n);
+        long n = batch.Size, per = TextsPerPass(model.Config, batch.Ids.shape[1], model.DType, options, n, batch.Ids.device.type);
         if (n <= per) return AttributeChunk(model, batch, reference, options);
         using var scope = NewDisposeScope();
         var parts = new List<AttributionOutput>();
@@ -53,9 +53,11 @@ public sealed class DeepLift : IAttributionMethod
     /// time (bert-base, 16 × 128: passes of 4, 8, 16 took 0.46, 0.50, 0.49 s/text, peak RSS 1.15, 1.58, 2.46 GB), so
     /// the budget only has to say what memory the process may use.
     /// </summary>
-    public static long TextsPerPass(Checkpoints.ModelConfig config, long length, ScalarType dtype, MethodOptions options, long? batchSize = null)
+    public static long TextsPerPass(Checkpoints.ModelConfig config, long length, ScalarType dtype, MethodOptions options, long? batchSize = null,
+        TorchSharp.DeviceType device = TorchSharp.DeviceType.CPU)
     {
-        long byBudget = options.PassMemoryBytes / Math.Max(1, BytesPerText(config, length, dtype));
+        long budget = options.PassMemoryBytes ?? MethodOptions.DefaultPassMemoryBytes(device);
+        long byBudget = budget / Math.Max(1, BytesPerText(config, length, dtype));
         long per = Math.Clamp(byBudget, 1, Math.Max(1, options.MaxRowsPerPass));
         if (batchSize is not long n) return per;
         if (n <= per) return Math.Max(1, n);

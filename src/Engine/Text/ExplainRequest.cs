@@ -21,6 +21,8 @@ public sealed record ExplainRequest
     public int BatchSize { get; init; } = 16;
     /// <summary>Truncation length; null means the model's maximum.</summary>
     public int? MaxLength { get; init; }
+    /// <summary>Memory a DeepLift pass may take (MiB; see <see cref="MethodOptions.PassMemoryBytes"/>); null: the device's default.</summary>
+    public int? PassMemoryMB { get; init; }
 
     public static readonly string[] Outputs = { "logit", "centered-logit", "probability" };
     public static readonly string[] SoftmaxRules = { "exact", "rescale", "row-mean" };
@@ -72,6 +74,7 @@ public sealed record ExplainRequest
         if (BatchSize < 1) throw new AttributionRequestException("batch_size", $"batch_size must be positive, got {BatchSize}");
         if (References.Count == 0) throw new AttributionRequestException("reference", "at least one reference is needed");
         if (MaxLength is < 2) throw new AttributionRequestException("max_length", $"max_length must be at least 2, got {MaxLength}");
+        if (PassMemoryMB is < 1) throw new AttributionRequestException("pass_memory_mb", $"pass_memory_mb must be at least 1, got {PassMemoryMB}");
     }
 
     private static AttributionRequestException Bad(string field, string value, string[] allowed) =>

@@ -64,6 +64,7 @@ public sealed class TextExplainer
             Steps = request.Steps,
             Integration = request.ParseIntegration(),
             Samples = request.Samples,
+            PassMemoryBytes = request.PassMemoryMB is int mb ? (long)mb << 20 : null,
         };
         var model = Model.For(precision);
         if (!model.HasClassifier && request.Target is null)

@@ -14,7 +14,7 @@ public interface IAttributionEngine
 }
 
 /// <summary>The real engine: models from the <see cref="ModelRegistry"/>, explanations from <see cref="TextExplainer"/>.</summary>
-public sealed class TextAttributionEngine(ModelRegistry registry) : IAttributionEngine
+public sealed class TextAttributionEngine(ModelRegistry registry, Microsoft.Extensions.Options.IOptions<WorkerOptions> worker) : IAttributionEngine
 {
     public IReadOnlyList<int> TokenLengths(string modelId, IReadOnlyList<string> texts, int? maxLength)
     {
@@ -25,6 +25,7 @@ public sealed class TextAttributionEngine(ModelRegistry registry) : IAttribution
     public IReadOnlyList<Explanation> Explain(string modelId, IReadOnlyList<string> texts, ExplainRequest request)
     {
         using var lease = registry.Acquire(modelId);
+        if (request.PassMemoryMB is null && worker.Value.PassMemoryMB > 0) request = request with { PassMemoryMB = worker.Value.PassMemoryMB };
         return new TextExplainer(lease.Model).Explain(texts, request);
     }
 }

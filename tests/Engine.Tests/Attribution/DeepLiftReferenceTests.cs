@@ -123,5 +123,6 @@ public class DeepLiftPassSizeTests
         Assert.Equal(4, DeepLift.TextsPerPass(bertBase, 128, ScalarType.Float64, options));       // twice the bytes
         Assert.Equal(1, DeepLift.TextsPerPass(bertBase, 128, ScalarType.Float32, new MethodOptions { PassMemoryBytes = 1 }));
         Assert.Equal(2, DeepLift.TextsPerPass(bertBase, 32, ScalarType.Float32, new MethodOptions { MaxRowsPerPass = 2 }));
+        Assert.Equal(64, DeepLift.TextsPerPass(bertBase, 128, ScalarType.Float32, options, device: TorchSharp.DeviceType.CUDA)); // capped by MaxRowsPerPass
     }
 }
