@@ -242,6 +242,8 @@ public static class BenchCommand
     /// <summary>Where one DeepLift pass spends its time: each nonlinear op's rule, the linear rest, the backward.</summary>
     private static int Profile(CommandLine cl, TextWriter stdout)
     {
+        if (cl.Value("device") is { } device && device != "cpu")
+            throw new UsageException("profile times each op as it returns, which only the CPU allows (accelerator kernels run asynchronously); use bench attribute --device " + device);
         SetThreads(cl);
         int batch = cl.Int("batch", 16), length = cl.Int("length", 128), layers = cl.Int("layers", 2);
         using var loaded = LoadedModel.Load(BertBaseDir(layers), CPU);
