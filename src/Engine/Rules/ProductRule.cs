@@ -21,14 +21,15 @@ public static class ProductRule
 
     private static Act BilinearUnscoped(Act a, Act b, bool matmul)
     {
-        Tensor z, z0, aMean, bMean;
+        Tensor z, z0;
+        Tensor? aMean, bMean;
         using (no_grad())
         {
             z = Product(a.X.detach(), b.X.detach(), matmul);
             z0 = Product(a.Ref, b.Ref, matmul);
             // ā is b's multiplier, b̄ is a's: each only when the other operand needs a gradient.
-            bMean = a.X.requires_grad ? (b.X.detach() + b.Ref) * 0.5 : z;
-            aMean = b.X.requires_grad ? (a.X.detach() + a.Ref) * 0.5 : z;
+            bMean = a.X.requires_grad ? (b.X.detach() + b.Ref) * 0.5 : null;
+            aMean = b.X.requires_grad ? (a.X.detach() + a.Ref) * 0.5 : null;
         }
         // Value z; gradient to a through b̄, to b through ā.
         return new Act(RuleGradients.WithProductMultipliers(z, a.X, b.X, aMean, bMean, matmul), z0);

@@ -20,14 +20,14 @@ public static class RuleGradients
     /// <c>∂/∂a = grad ⊙ b̄</c> (<c>grad @ b̄ᵀ</c>), <c>∂/∂b = grad ⊙ ā</c> (<c>āᵀ @ grad</c>), summed back to each operand's shape
     /// where it was broadcast.
     /// </summary>
-    internal static Tensor WithProductMultipliers(Tensor value, Tensor a, Tensor b, Tensor aMean, Tensor bMean, bool matmul)
+    internal static Tensor WithProductMultipliers(Tensor value, Tensor a, Tensor b, Tensor? aMean, Tensor? bMean, bool matmul)
     {
         if (!a.requires_grad && !b.requires_grad) return value;
         return ProductNode.apply(a, b, new Held(value, bMean, aMean) { MatMul = matmul });
     }
 
     /// <summary>Carries tensors into a node's forward without making them inputs of the node.</summary>
-    private sealed record Held(Tensor Value, Tensor First, Tensor? Second)
+    private sealed record Held(Tensor Value, Tensor? First, Tensor? Second)
     {
         public bool MatMul { get; init; }
     }
@@ -39,7 +39,7 @@ public static class RuleGradients
         public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
         {
             var held = (Held)vars[1];
-            ctx.save_for_backward(new() { held.First });
+            ctx.save_for_backward(new() { held.First! });
             return held.Value.detach(); // a new handle on the same storage: the caller's tensor keeps no history
         }
 
@@ -60,7 +60,7 @@ public static class RuleGradients
             var b = (Tensor)vars[1];
             var held = (Held)vars[2];
             // Save only what a needed gradient reads: b̄ for a's, ā for b's.
-            ctx.save_for_backward(new() { a.requires_grad ? held.First : empty(0), b.requires_grad ? held.Second! : empty(0) });
+            ctx.save_for_backward(new() { a.requires_grad ? held.First! : empty(0), b.requires_grad ? held.Second! : empty(0) });
             ctx.save_data("a", a.requires_grad ? a.shape : Array.Empty<long>());
             ctx.save_data("b", b.requires_grad ? b.shape : Array.Empty<long>());
             ctx.save_data("matmul", held.MatMul);
