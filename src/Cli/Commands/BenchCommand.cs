@@ -222,19 +222,16 @@ public static class BenchCommand
         catch (UnauthorizedAccessException) { }
     }
 
-    internal static long CurrentRss()
-    {
-        foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
-                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
-        return 0;
-    }
-
     /// <summary>VmHWM from /proc/self/status (peak resident set size).</summary>
-    internal static long PeakRssBytes()
+    internal static long PeakRssBytes() => ProcStatusBytes("VmHWM:");
+
+    /// <summary>VmRSS from /proc/self/status (current resident set size).</summary>
+    internal static long CurrentRss() => ProcStatusBytes("VmRSS:");
+
+    private static long ProcStatusBytes(string key)
     {
         foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+            if (line.StartsWith(key, StringComparison.Ordinal))
                 return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
         return 0;
     }
