@@ -4,14 +4,14 @@ using static TorchSharp.torch;
 namespace AttributionFleet.Engine.Checkpoints;
 
 /// <summary>One tensor's entry in a safetensors header.</summary>
-public sealed record SafeTensorEntry(string Name, string DType, long[] Shape, long Begin, long End);
+public sealed record SafeTensorEntry(string Name, string DType, long[] Shape, long Begin, long End) : TensorInfo(Name, DType, Shape);
 
 /// <summary>
 /// Reads a safetensors file by streaming: the header is parsed and checked up front; each tensor is read
 /// from the file straight into its own TorchSharp tensor's storage on request, so the whole file is never
 /// held in one array and no mapped pages inflate the resident set (peak RSS stays near the weights' size).
 /// </summary>
-public sealed class SafeTensorsFile : IDisposable
+public sealed class SafeTensorsFile : ITensorSource
 {
     private readonly FileStream _stream;
     private readonly long _dataStart;
@@ -19,6 +19,7 @@ public sealed class SafeTensorsFile : IDisposable
     public string Path { get; }
     public IReadOnlyDictionary<string, SafeTensorEntry> Entries { get; }
     public IReadOnlyDictionary<string, string> Metadata { get; }
+    public IReadOnlyDictionary<string, TensorInfo> Tensors { get; }
 
     private SafeTensorsFile(string path, FileStream stream, long dataStart,
         Dictionary<string, SafeTensorEntry> entries, Dictionary<string, string> metadata)
@@ -28,6 +29,7 @@ public sealed class SafeTensorsFile : IDisposable
         _dataStart = dataStart;
         Entries = entries;
         Metadata = metadata;
+        Tensors = entries.ToDictionary(e => e.Key, e => (TensorInfo)e.Value, StringComparer.Ordinal);
     }
 
     public static SafeTensorsFile Open(string path)

@@ -11,21 +11,20 @@ namespace AttributionFleet.Engine.Models;
 public static class ModelLoader
 {
     public const string ConfigFile = "config.json";
-    public const string WeightsFile = "model.safetensors";
+    public const string WeightsFile = CheckpointFolder.SafeTensorsFileName;
 
     public static TransformerClassifier Load(string modelDir, Device? device = null, ScalarType dtype = ScalarType.Float32)
     {
         if (!Directory.Exists(modelDir)) throw new ModelLoadException($"Model folder not found: {modelDir}", modelDir);
         var config = ModelConfig.Load(Path.Combine(modelDir, ConfigFile));
-        var weightsPath = Path.Combine(modelDir, WeightsFile);
-        using var file = SafeTensorsFile.Open(weightsPath);
+        using var file = CheckpointFolder.OpenWeights(modelDir);
         return Load(config, file, device, dtype);
     }
 
-    public static TransformerClassifier Load(ModelConfig config, SafeTensorsFile file, Device? device, ScalarType dtype)
+    public static TransformerClassifier Load(ModelConfig config, ITensorSource file, Device? device, ScalarType dtype)
     {
         TransformerClassifier.ActivationFor(config.HiddenAct); // unsupported activation: fail before reading weights
-        var entries = file.Entries;
+        var entries = file.Tensors;
         var prefix = CheckpointLayout.Prefix(config.Family);
         if (!entries.ContainsKey(prefix + "embeddings.word_embeddings.weight")) prefix = "";
 

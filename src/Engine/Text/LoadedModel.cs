@@ -49,7 +49,7 @@ public sealed class LoadedModel : IDisposable
         try
         {
             var tokenizer = TokenizerLoader.Load(directory, model.Config.ModelType);
-            long bytes = new FileInfo(Path.Combine(directory, ModelLoader.WeightsFile)).Length;
+            long bytes = CheckpointFolder.WeightBytes(directory);
             return new LoadedModel(directory, model, tokenizer, bytes);
         }
         catch
