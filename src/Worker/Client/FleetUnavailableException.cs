@@ -1,0 +1,12 @@
+namespace AttributionFleet.Worker.Client;
+
+/// <summary>
+/// The broker or the job store could not be reached or refused us (unreachable host, wrong credentials, connect
+/// timeout). The message is one line naming the host and the cause; the CLI prints it as is and exits 3.
+/// </summary>
+public sealed class FleetUnavailableException(string host, string cause, Exception? inner = null)
+    : Exception($"cannot reach {host}: {cause}", inner)
+{
+    public string Host { get; } = host;
+    public string Cause { get; } = cause;
+}
