@@ -7,7 +7,7 @@ namespace AttributionFleet.Engine.Text;
 public sealed record ExplainRequest
 {
     public string Method { get; init; } = "deeplift";
-    /// <summary>Label name or class index; null explains each text's predicted class.</summary>
+    /// <summary>Label name or class index; null explains each text's predicted class; <see cref="AllTargets"/> explains every class.</summary>
     public string? Target { get; init; }
     public string Output { get; init; } = "centered-logit";
     public string SoftmaxRule { get; init; } = "exact";
@@ -23,6 +23,14 @@ public sealed record ExplainRequest
     public int? MaxLength { get; init; }
     /// <summary>Memory a DeepLift pass may take (MiB; see <see cref="MethodOptions.PassMemoryBytes"/>); null: the device's default.</summary>
     public int? PassMemoryMB { get; init; }
+
+    /// <summary>The <see cref="Target"/> that explains every output of the classifier (one attribution row per class).</summary>
+    public const string AllTargets = "all";
+    public bool ExplainsEveryTarget => string.Equals(Target, AllTargets, StringComparison.OrdinalIgnoreCase);
+    /// <summary>|p_c(x) − p_c(x0)| below this flags the result's reference as weak (see <see cref="ReferenceCheck"/>).</summary>
+    public double WeakReferenceThreshold { get; init; } = 0.05;
+    /// <summary>Also measure the scores' faithfulness (comprehensiveness, sufficiency, AOPC; see <see cref="Faithfulness.FaithfulnessEvaluator"/>).</summary>
+    public bool Faithfulness { get; init; }
 
     public static readonly string[] Outputs = { "logit", "centered-logit", "probability" };
     public static readonly string[] SoftmaxRules = { "exact", "rescale", "row-mean" };
@@ -74,6 +82,8 @@ public sealed record ExplainRequest
         if (BatchSize < 1) throw new AttributionRequestException("batch_size", $"batch_size must be positive, got {BatchSize}");
         if (References.Count == 0) throw new AttributionRequestException("reference", "at least one reference is needed");
         if (MaxLength is < 2) throw new AttributionRequestException("max_length", $"max_length must be at least 2, got {MaxLength}");
+        if (!double.IsFinite(WeakReferenceThreshold) || WeakReferenceThreshold < 0 || WeakReferenceThreshold > 1)
+            throw new AttributionRequestException("weak_reference_threshold", $"weak_reference_threshold must be a probability between 0 and 1, got {WeakReferenceThreshold}");
         if (PassMemoryMB is < 1) throw new AttributionRequestException("pass_memory_mb", $"pass_memory_mb must be at least 1, got {PassMemoryMB}");
     }
 

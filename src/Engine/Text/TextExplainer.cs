@@ -8,7 +8,7 @@ namespace AttributionFleet.Engine.Text;
 /// Texts in, predictions and explanations out. Texts are bucketed by token length, so a batch needs no
 /// padding and every text of it shares one reference (computed once, broadcast through the network).
 /// </summary>
-public sealed class TextExplainer
+public sealed partial class TextExplainer
 {
     public LoadedModel Model { get; }
 
@@ -55,6 +55,7 @@ public sealed class TextExplainer
     public IReadOnlyList<Explanation> Explain(IReadOnlyList<string> texts, ExplainRequest request)
     {
         request.Validate();
+        if (request.ExplainsEveryTarget) return Checked(ExplainEveryTarget(texts, request), request);
         var method = AttributionMethods.Create(request.Method);
         var precision = request.ParsePrecision();
         var options = new MethodOptions
@@ -103,10 +104,10 @@ public sealed class TextExplainer
                 int target = (int)output.Targets[j];
                 results[bucket[j]] = new Explanation(t.Text, t.Tokens, t.Offsets, scores[j], MakePrediction(probs[j]),
                     target, LabelOf(target), request.Output, fx[j], fx0[j], delta[j], rel, request.Method,
-                    request.SoftmaxRule, request.Precision, t.Truncated);
+                    request.SoftmaxRule, request.Precision, t.Truncated) { Probabilities = probs[j] };
             }
         }
-        return results;
+        return Checked(results, request);
     }
 
     /// <summary>Indices of texts grouped by token length (longest first), chunked to the batch size.</summary>

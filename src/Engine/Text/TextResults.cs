@@ -26,4 +26,27 @@ public sealed record Explanation(
     string Method,
     string SoftmaxRule,
     string Precision,
-    bool Truncated);
+    bool Truncated)
+{
+    /// <summary>softmax(f(x)) over every class (null when the explaining path did not keep it).</summary>
+    public double[]? Probabilities { get; init; }
+    /// <summary><c>--target all</c>: one attribution row per class, in class order (null otherwise).</summary>
+    public IReadOnlyList<ClassAttribution>? Classes { get; init; }
+    /// <summary>The reference check (issue #16 item 4); null for a model without a classifier.</summary>
+    public ReferenceCheck? Reference { get; init; }
+    /// <summary>Faithfulness of the scores (<c>--faithfulness</c>); null when not asked for.</summary>
+    public Faithfulness.FaithfulnessResult? Faithfulness { get; init; }
+}
+
+/// <summary>One class's attribution of a text explained for every class. Same meaning as the fields of <see cref="Explanation"/>.</summary>
+public sealed record ClassAttribution(int TargetIndex, string TargetLabel, double[] Scores, double Fx, double Fx0, double Delta, double RelativeDelta)
+{
+    public ReferenceCheck? Reference { get; init; }
+}
+
+/// <summary>
+/// Baseline sanity: <c>ProbabilityChange = p_c(x) − p_c(x0)</c> for the explained class c (the mean over the references
+/// when there are several). <c>Weak</c> when its magnitude is below <c>Threshold</c>: the scores may add up exactly and
+/// still say little, because the reference already scores the class about as the text does.
+/// </summary>
+public sealed record ReferenceCheck(double ProbabilityChange, double Threshold, bool Weak);

@@ -1,0 +1,58 @@
+using AttributionFleet.Engine.Attribution;
+using AttributionFleet.Engine.Faithfulness;
+using AttributionFleet.Engine.Ops;
+using static TorchSharp.torch;
+
+namespace AttributionFleet.Engine.Text;
+
+public sealed partial class TextExplainer
+{
+    /// <summary>The checks every explanation gets after its scores: the reference check and, when asked, faithfulness.</summary>
+    private Explanation[] Checked(Explanation[] results, ExplainRequest request)
+    {
+        var model = Model.For(request.ParsePrecision());
+        if (!model.HasClassifier) return results;
+        var referenceProbabilities = new Dictionary<int, double[]>();
+        for (int i = 0; i < results.Length; i++)
+        {
+            var e = results[i];
+            int length = e.Tokens.Length;
+            if (!referenceProbabilities.TryGetValue(length, out var p0))
+                referenceProbabilities[length] = p0 = ReferenceProbabilities(request, length, model);
+            var p = e.Probabilities ?? throw new InvalidOperationException("an explanation without its probabilities cannot be checked");
+            ReferenceCheck Check(int c)
+            {
+                double change = p[c] - p0[c];
+                return new ReferenceCheck(change, request.WeakReferenceThreshold, !(Math.Abs(change) >= request.WeakReferenceThreshold));
+            }
+            results[i] = e with
+            {
+                Reference = Check(e.TargetIndex),
+                Classes = e.Classes?.Select(c => c with { Reference = Check(c.TargetIndex) }).ToList(),
+            };
+        }
+        if (request.Faithfulness)
+        {
+            var tokenized = Tokenize(results.Select(r => r.Text).ToList(), request.MaxLength);
+            var measured = new FaithfulnessEvaluator(this, model, request).Evaluate(tokenized, results);
+            for (int i = 0; i < results.Length; i++) results[i] = results[i] with { Faithfulness = measured[i] };
+        }
+        return results;
+    }
+
+    /// <summary>softmax(f(x0)) for the references of one token length, averaged over the references (plain forward, one row each).</summary>
+    private double[] ReferenceProbabilities(ExplainRequest request, int length, Models.TransformerClassifier model)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var mask = ones(1, length, dtype: ScalarType.Int64, device: model.Device);
+        Tensor? sum = null;
+        foreach (var reference in request.References)
+        {
+            var logits = model.Forward(PlainOps.Instance, new Act(ReferenceEmbeddings(reference, length, model)), mask).X;
+            var probs = logits.to_type(ScalarType.Float64).softmax(1).cpu();
+            sum = sum is null ? probs : sum + probs;
+        }
+        return (sum! / request.References.Count)[0].data<double>().ToArray();
+    }
+}

@@ -1,0 +1,67 @@
+using AttributionFleet.Engine.Attribution;
+using static TorchSharp.torch;
+
+namespace AttributionFleet.Engine.Text;
+
+public sealed partial class TextExplainer
+{
+    /// <summary>
+    /// <c>--target all</c>: every text explained for every class (<see cref="EveryTarget"/>: DeepLift from one forward
+    /// pass). Each result's <see cref="Explanation.Classes"/> holds one row per class; its top-level fields are the row
+    /// of the predicted class, so a reader that knows nothing of the other classes still reads a consistent result.
+    /// </summary>
+    private Explanation[] ExplainEveryTarget(IReadOnlyList<string> texts, ExplainRequest request)
+    {
+        var method = AttributionMethods.Create(request.Method);
+        var options = new MethodOptions
+        {
+            Output = request.ParseOutput(),
+            SoftmaxRule = request.ParseSoftmaxRule(),
+            Steps = request.Steps,
+            Integration = request.ParseIntegration(),
+            Samples = request.Samples,
+            PassMemoryBytes = request.PassMemoryMB is int mb ? (long)mb << 20 : null,
+        };
+        var model = Model.For(request.ParsePrecision());
+        if (!model.HasClassifier)
+            throw new AttributionRequestException("target", "target 'all' explains every class of a classifier; this model has none: name an output dimension as target");
+        var tokenized = Tokenize(texts, request.MaxLength);
+        var results = new Explanation[texts.Count];
+        foreach (var bucket in Buckets(tokenized, request.BatchSize))
+        {
+            using var scope = NewDisposeScope();
+            var items = bucket.Select(i => tokenized[i]).ToList();
+            int length = items[0].Ids.Length;
+            var ids = IdsTensor(items).to(model.Device);
+            var references = request.References.Select(r => ReferenceEmbeddings(r, length, model)).ToList();
+            IReadOnlyList<AttributionOutput> outputs;
+            using (var span = EngineTelemetry.Source.StartActivity("engine.attribute"))
+            {
+                span?.SetTag("engine.method", request.Method);
+                span?.SetTag("engine.texts", items.Count);
+                span?.SetTag("engine.tokens", length);
+                span?.SetTag("engine.targets", "all");
+                outputs = EveryTarget.Attribute(method, model, new AttributionBatch(ids, ones_like(ids), references, null), options);
+            }
+            var probs = Rows(outputs[0].Logits.softmax(1));
+            var perClass = outputs.Select(o => (Scores: Rows(o.Scores), Fx: o.Fx.data<double>().ToArray(),
+                Fx0: o.Fx0.data<double>().ToArray(), Delta: o.Delta.data<double>().ToArray())).ToList();
+            for (int j = 0; j < items.Count; j++)
+            {
+                var t = items[j];
+                var classes = perClass.Select((o, c) =>
+                {
+                    double change = Math.Abs(o.Fx[j] - o.Fx0[j]);
+                    double rel = o.Delta[j] == 0 ? 0 : Math.Abs(o.Delta[j]) / Math.Max(change, 1e-300);
+                    return new ClassAttribution(c, LabelOf(c), o.Scores[j], o.Fx[j], o.Fx0[j], o.Delta[j], rel);
+                }).ToList();
+                var prediction = MakePrediction(probs[j]);
+                var main = classes[prediction.Index];
+                results[bucket[j]] = new Explanation(t.Text, t.Tokens, t.Offsets, main.Scores, prediction, main.TargetIndex, main.TargetLabel,
+                    request.Output, main.Fx, main.Fx0, main.Delta, main.RelativeDelta, request.Method, request.SoftmaxRule, request.Precision,
+                    t.Truncated) { Probabilities = probs[j], Classes = classes };
+            }
+        }
+        return results;
+    }
+}
