@@ -46,6 +46,10 @@ public static class Output
         softmax_rule = e.SoftmaxRule,
         precision = e.Precision,
         truncated = e.Truncated,
+        weak_reference = e.Reference?.Weak,
+        probability_change = e.Reference?.ProbabilityChange,
+        classes = ExplanationExtras.ClassesJson(e),
+        faithfulness = ExplanationExtras.FaithfulnessJson(e.Faithfulness),
     };
 
     /// <summary>A fleet result in the shape of <see cref="ExplanationJson"/> (same fields, same order).</summary>

@@ -23,6 +23,7 @@ public static class BenchCommand
         "fleet bench allocator (which malloc libtorch's tensors come from; see FLEET_NATIVE_ALLOCATOR)\n" +
         "fleet bench profile   [--batch 16] [--length 128] [--layers 2] [--repeats 3] [--no-promote] [--no-kernels] [--threads N]\n" +
         BenchIgStepsCommand.Usage + "\n" +
+        BenchTargetsCommand.Usage + "\n" +
         BenchFleetCommand.Usage;
 
     private static readonly string[] Options = { "batch", "length", "repeats", "threads", "layers", "ig-texts", "steps", "precision", "device", "max-rows", "pass-memory-mb" };
@@ -37,6 +38,7 @@ public static class BenchCommand
             case "attribute": return Attribute(new CommandLine(rest, Options, new[] { "rules", "no-promote", "no-kernels" }), stdout);
             case "fleet": return BenchFleetCommand.Run(rest, stdout);
             case "ig-steps": return BenchIgStepsCommand.Run(rest, stdout);
+            case "targets": return BenchTargetsCommand.Run(rest, stdout);
             case "rss": return LoadRss(rest, stdout);
             case "allocator":
                 stdout.WriteLine($"allocator: {Engine.NativeAllocator.Describe()}; pid {Environment.ProcessId}");

@@ -11,14 +11,15 @@ public static class ExplainCommand
 {
     public const string Usage =
         "fleet explain [--model DIR|sentiment-minilm] [--method deeplift|deeplift-shap|integrated-gradients|gradient-shap|saliency|input-x-gradient]\n" +
-        "              [--target LABEL|INDEX] [--output logit|centered-logit|probability] [--softmax-rule exact|rescale|row-mean]\n" +
+        "              [--target LABEL|INDEX|all] [--output logit|centered-logit|probability] [--softmax-rule exact|rescale|row-mean]\n" +
         "              [--precision float32|float64] [--steps N] [--integration gauss-legendre|riemann-trapezoid] [--samples N]\n" +
         "              [--reference pad|mask|unk|zero|\"text\"] (repeat --reference for the SHAP methods)\n" +
         "              [--batch-size N] [--max-length N] [--json] [--html report.html] [--delta-threshold X (default 1e-4)]\n" +
+        "              [--faithfulness] [--weak-reference-threshold P (default 0.05)]\n" +
         "              [--input texts.txt|texts.jsonl] [\"text\" ...]";
 
     public static readonly string[] ValueOptions =
-        { "model", "method", "target", "output", "softmax-rule", "precision", "steps", "integration", "samples", "reference", "batch-size", "max-length", "input", "device", "html", "delta-threshold" };
+        { "model", "method", "target", "output", "softmax-rule", "precision", "steps", "integration", "samples", "reference", "batch-size", "max-length", "input", "device", "html", "delta-threshold", "weak-reference-threshold" };
 
     public static ExplainRequest Request(CommandLine cl)
     {
@@ -40,12 +41,16 @@ public static class ExplainCommand
             References = references,
             BatchSize = cl.Int("batch-size", defaults.BatchSize),
             MaxLength = cl.Value("max-length") is null ? null : cl.Int("max-length", 0),
+            Faithfulness = cl.Flag("faithfulness"),
+            WeakReferenceThreshold = cl.Value("weak-reference-threshold") is { } weak
+                ? double.TryParse(weak, NumberStyles.Float, CultureInfo.InvariantCulture, out var w) ? w : throw new UsageException($"--weak-reference-threshold must be a number, got '{weak}'")
+                : defaults.WeakReferenceThreshold,
         };
     }
 
     public static int Run(string[] args, TextWriter stdout)
     {
-        var cl = new CommandLine(args, ValueOptions, new[] { "json" });
+        var cl = new CommandLine(args, ValueOptions, new[] { "json", "faithfulness" });
         var request = Request(cl);
         request.Validate();
         var threshold = DeltaThreshold(cl);
@@ -74,6 +79,11 @@ public static class ExplainCommand
             stdout.WriteLine($"f(x) {e.Fx:0.000000}   f(x0) {e.Fx0:0.000000}   delta {e.Delta:E2}   relative delta {e.RelativeDelta:E2}" +
                 (e.RelativeDelta <= threshold ? "" : $"   WARNING: above {threshold:G3}, the scores do not add up"));
             stdout.WriteLine("words      " + Output.ColoredWords(Words.Merge(e), color));
+            if (ExplanationExtras.WeakReferenceLine(e.Reference) is { } weakLine) stdout.WriteLine(weakLine);
+            if (e.Faithfulness is { } faithfulness) stdout.WriteLine(ExplanationExtras.FaithfulnessLine(faithfulness));
+            foreach (var c in e.Classes ?? Array.Empty<ClassAttribution>())
+                stdout.WriteLine($"class {c.TargetLabel,-8} delta {c.Delta:E2}  " + Output.ColoredWords(Words.Merge(e.Text, e.Tokens, c.Scores, e.Offsets.Select(o => (o.Start, o.Length)).ToArray()), color) +
+                    (ExplanationExtras.WeakReferenceLine(c.Reference) is null ? "" : "  (weak reference)"));
             int width = Math.Max(5, e.Tokens.Max(t => t.Length));
             foreach (var (token, score) in e.Tokens.Zip(e.Scores))
                 stdout.WriteLine($"  {token.PadRight(width)} {score,12:+0.000000;-0.000000;0}");

@@ -101,6 +101,9 @@ public static class HtmlReport
             sb.Append("<div class=\"warn\">⚠ relative delta ").Append(Escape(Fmt(e.RelativeDelta, "E2")))
               .Append(" exceeds ").Append(Escape(Fmt(options.DeltaThreshold, "G3")))
               .Append(": the scores do not add up to f(x) − f(x0); treat them with care</div>");
+        if (e.Reference is { Weak: true } weak)
+            sb.Append("<div class=\"warn weak\">⚠ weak reference: p(target) moved only ").Append(Escape(Fmt(weak.ProbabilityChange, "+0.0000;-0.0000;0")))
+              .Append(" from the reference (threshold ").Append(Escape(Fmt(weak.Threshold, "G3"))).Append("): the scores may add up exactly and still say little</div>");
         sb.Append("</td>\n");
         sb.Append("<td><span class=\"label\"><bdi>").Append(Escape(e.Prediction.Label)).Append("</bdi></span><br><span class=\"note\">p = ")
           .Append(Fmt(e.Prediction.Probability, "0.0000")).Append("</span></td>\n");
