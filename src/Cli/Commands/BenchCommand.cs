@@ -24,6 +24,7 @@ public static class BenchCommand
         "fleet bench profile   [--batch 16] [--length 128] [--layers 2] [--repeats 3] [--no-promote] [--no-kernels] [--threads N]\n" +
         BenchIgStepsCommand.Usage + "\n" +
         BenchTargetsCommand.Usage + "\n" +
+        BenchFaithfulnessCommand.Usage + "\n" +
         BenchFleetCommand.Usage;
 
     private static readonly string[] Options = { "batch", "length", "repeats", "threads", "layers", "ig-texts", "steps", "precision", "device", "max-rows", "pass-memory-mb" };
@@ -39,6 +40,7 @@ public static class BenchCommand
             case "fleet": return BenchFleetCommand.Run(rest, stdout);
             case "ig-steps": return BenchIgStepsCommand.Run(rest, stdout);
             case "targets": return BenchTargetsCommand.Run(rest, stdout);
+            case "faithfulness": return BenchFaithfulnessCommand.Run(rest, stdout);
             case "rss": return LoadRss(rest, stdout);
             case "allocator":
                 stdout.WriteLine($"allocator: {Engine.NativeAllocator.Describe()}; pid {Environment.ProcessId}");
