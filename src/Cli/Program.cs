@@ -15,6 +15,7 @@ var commands = new Dictionary<string, (Func<string[], TextWriter, int> Run, stri
     ["bench"] = (BenchCommand.Run, BenchCommand.Usage),
     ["submit"] = (SubmitCommand.Run, SubmitCommand.Usage),
     ["results"] = (ResultsCommand.Run, ResultsCommand.Usage),
+    ["report"] = (ReportCommand.Run, ReportCommand.Usage),
     ["worker"] = (WorkerCommand.Run, WorkerCommand.Usage),
 };
 
