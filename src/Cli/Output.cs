@@ -70,6 +70,21 @@ public static class Output
         softmax_rule = r.SoftmaxRule,
         precision = r.Precision,
         truncated = r.Truncated,
+        weak_reference = r.WeakReference,
+        probability_change = r.ProbabilityChange,
+        classes = r.Classes?.Select(c => new
+        {
+            target = new { label = c.TargetLabel, index = c.TargetIndex },
+            scores = c.Scores, f_x = c.Fx, f_x0 = c.Fx0, delta = c.Delta, relative_delta = c.RelativeDelta,
+            weak_reference = c.WeakReference, probability_change = c.ProbabilityChange,
+        }).ToList(),
+        faithfulness = r.Faithfulness is { } f ? new
+        {
+            fractions = f.Fractions, tokens = f.Tokens, comprehensiveness = f.Comprehensiveness, sufficiency = f.Sufficiency,
+            comprehensiveness_mean = f.ComprehensivenessMean, sufficiency_mean = f.SufficiencyMean, aopc_deletion = f.AopcDeletion,
+            aopc_insertion = f.AopcInsertion, curve_points = f.CurvePoints, probability = f.Probability,
+            perturbed_inputs = f.PerturbedInputs, milliseconds = f.Milliseconds,
+        } : null,
     };
 
     public static string Line(object o) => JsonSerializer.Serialize(o, Json);

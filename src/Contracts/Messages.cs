@@ -32,6 +32,10 @@ public sealed record AttributionOptions
     /// <summary>Texts per forward pass inside a worker.</summary>
     public int? BatchSize { get; init; }
     public int? MaxLength { get; init; }
+    /// <summary>Also measure faithfulness per text (comprehensiveness, sufficiency, AOPC); null = no.</summary>
+    public bool? Faithfulness { get; init; }
+    /// <summary>|p_c(x) − p_c(x0)| below this flags a result's reference as weak; null = 0.05.</summary>
+    public double? WeakReferenceThreshold { get; init; }
 }
 
 /// <summary>Command: explain these texts with this configured model. Sent to the job queue.</summary>
@@ -109,6 +113,45 @@ public sealed record TextAttribution
     public bool OverThreshold { get; init; }
     /// <summary>This text's share of the batch's engine time (batch time / texts).</summary>
     public double ExplainMilliseconds { get; init; }
+    /// <summary>|p_c(x) − p_c(x0)| is below the weak-reference threshold: the scores may be exact and still say little (null: not checked).</summary>
+    public bool? WeakReference { get; init; }
+    /// <summary>p_c(x) − p_c(x0) for the explained class c.</summary>
+    public double? ProbabilityChange { get; init; }
+    /// <summary>Target "all": one attribution row per class, in class order.</summary>
+    public IReadOnlyList<ClassAttributionRow>? Classes { get; init; }
+    /// <summary>Faithfulness of the scores, when the job asked for it.</summary>
+    public TextFaithfulness? Faithfulness { get; init; }
+}
+
+/// <summary>One class's attribution of a text (target "all"); fields as in <see cref="TextAttribution"/>.</summary>
+public sealed record ClassAttributionRow
+{
+    public int TargetIndex { get; init; }
+    public string TargetLabel { get; init; } = "";
+    public IReadOnlyList<double> Scores { get; init; } = Array.Empty<double>();
+    public double Fx { get; init; }
+    public double Fx0 { get; init; }
+    public double Delta { get; init; }
+    public double RelativeDelta { get; init; }
+    public bool? WeakReference { get; init; }
+    public double? ProbabilityChange { get; init; }
+}
+
+/// <summary>Faithfulness of one text's scores (changes of the explained class's probability; see the engine's FaithfulnessEvaluator).</summary>
+public sealed record TextFaithfulness
+{
+    public IReadOnlyList<double> Fractions { get; init; } = Array.Empty<double>();
+    public IReadOnlyList<int> Tokens { get; init; } = Array.Empty<int>();
+    public IReadOnlyList<double> Comprehensiveness { get; init; } = Array.Empty<double>();
+    public IReadOnlyList<double> Sufficiency { get; init; } = Array.Empty<double>();
+    public double ComprehensivenessMean { get; init; }
+    public double SufficiencyMean { get; init; }
+    public double AopcDeletion { get; init; }
+    public double AopcInsertion { get; init; }
+    public int CurvePoints { get; init; }
+    public double Probability { get; init; }
+    public int PerturbedInputs { get; init; }
+    public double Milliseconds { get; init; }
 }
 
 /// <summary>Event: one batch explained. Sent to the job's result queue; ids tie it to its job.</summary>
@@ -158,6 +201,30 @@ public sealed record AttributionJobCompleted
     /// <summary>From submission to the last batch collected.</summary>
     public double WallMilliseconds { get; init; }
     public DateTimeOffset CompletedAt { get; init; }
+    /// <summary>Per-job faithfulness summaries, when the job asked for faithfulness.</summary>
+    public JobFaithfulnessSummary? Faithfulness { get; init; }
+    /// <summary>Texts whose reference was weak (null when no result was checked).</summary>
+    public int? WeakReferences { get; init; }
+}
+
+/// <summary>Mean, 5th and 95th percentile of one metric over a job's texts (nearest rank; Count finite values).</summary>
+public sealed record MetricSummary
+{
+    public int Count { get; init; }
+    public double Mean { get; init; }
+    public double P5 { get; init; }
+    public double P95 { get; init; }
+}
+
+/// <summary>Faithfulness over a job: per-text means over k of comprehensiveness and sufficiency, and the two AOPCs.</summary>
+public sealed record JobFaithfulnessSummary
+{
+    public MetricSummary Comprehensiveness { get; init; } = new();
+    public MetricSummary Sufficiency { get; init; } = new();
+    public MetricSummary AopcDeletion { get; init; } = new();
+    public MetricSummary AopcInsertion { get; init; } = new();
+    /// <summary>Perturbed inputs sent through the model for the whole job (its cost, in single-text forwards).</summary>
+    public long PerturbedInputs { get; init; }
 }
 
 /// <summary>Reason codes of <see cref="AttributionJobFailed"/>.</summary>

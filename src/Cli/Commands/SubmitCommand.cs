@@ -21,7 +21,7 @@ public static class SubmitCommand
 
     public static int Run(string[] args, TextWriter stdout)
     {
-        var cl = new CommandLine(args, ExplainCommand.ValueOptions.Concat(FleetHost.ValueOptions).Concat(Own).Distinct().ToArray(), new[] { "no-wait", "json", "verbose" });
+        var cl = new CommandLine(args, ExplainCommand.ValueOptions.Concat(FleetHost.ValueOptions).Concat(Own).Distinct().ToArray(), new[] { "no-wait", "json", "verbose", "faithfulness" });
         var modelId = cl.Value("model") ?? DefaultModel.Id;
         var texts = TextInput.Read(cl);
         var job = new SubmitAttributionJob
@@ -76,6 +76,8 @@ public static class SubmitCommand
         References = cl.Values("reference") is { Count: > 0 } r ? r.ToList() : null,
         BatchSize = cl.Value("batch-size") is null ? null : cl.Int("batch-size", 0),
         MaxLength = cl.Value("max-length") is null ? null : cl.Int("max-length", 0),
+        Faithfulness = cl.Flag("faithfulness") ? true : null,
+        WeakReferenceThreshold = cl.Value("weak-reference-threshold") is { } w ? Double(w, "weak-reference-threshold") : null,
     };
 
     private static double Double(string value, string name) =>

@@ -69,6 +69,8 @@ internal sealed class JobResultCollector(Func<AttributionBatchCompleted, Task> o
 {
     private readonly HashSet<int> _seen = new();
     private readonly List<double> _absDeltas = new();
+    private readonly List<TextFaithfulness> _faithfulness = new();
+    private int? _weakReferences;
     private readonly Stopwatch _watch = Stopwatch.StartNew();
     private int _overThreshold, _textsDone, _duplicates, _batchCount = -1, _textCount = -1;
     private double? _threshold;
@@ -117,6 +119,8 @@ internal sealed class JobResultCollector(Func<AttributionBatchCompleted, Task> o
         {
             _absDeltas.Add(Math.Abs(r.Delta));
             if (r.OverThreshold) _overThreshold++;
+            if (r.Faithfulness is { } f) _faithfulness.Add(f);
+            if (r.WeakReference is { } weak) _weakReferences = (_weakReferences ?? 0) + (weak ? 1 : 0);
         }
         progress?.Invoke(new JobProgress(_textsDone, _textCount, _seen.Count, _batchCount));
         if (_seen.Count < _batchCount) return;
@@ -130,6 +134,8 @@ internal sealed class JobResultCollector(Func<AttributionBatchCompleted, Task> o
             Delta = Summary(),
             WallMilliseconds = _submittedAt == default ? _watch.Elapsed.TotalMilliseconds : (DateTimeOffset.UtcNow - _submittedAt).TotalMilliseconds,
             CompletedAt = DateTimeOffset.UtcNow,
+            Faithfulness = Models.ResultExtras.Summarize(_faithfulness),
+            WeakReferences = _weakReferences,
         };
         await context.Publish(completed);
         if (Completion.TrySetResult(new JobOutcome(completed, null)))

@@ -78,6 +78,7 @@ public sealed class AttributionBatchConsumer(IAttributionEngine engine, ModelReg
             .Select((e, i) => AttributionRequests.ToResult(e, batch.Texts[i].Id, batch.DeltaThreshold, batch.RelativeDeltaThreshold, explainMs / explanations.Count))
             .ToList();
         foreach (var r in results) metrics.TextExplained(tags, r.Delta, r.RelativeDelta, r.Tokens.Count, r.OverThreshold);
+        foreach (var r in results) metrics.TextChecked(tags, r);
         var completed = new AttributionBatchCompleted
         {
             JobId = batch.JobId,

@@ -52,6 +52,8 @@ public static class AttributionRequests
             References = references,
             BatchSize = o.BatchSize ?? defaults.BatchSize,
             MaxLength = o.MaxLength,
+            Faithfulness = o.Faithfulness ?? false,
+            WeakReferenceThreshold = o.WeakReferenceThreshold ?? defaults.WeakReferenceThreshold,
         };
     }
 
@@ -79,5 +81,9 @@ public static class AttributionRequests
         Truncated = e.Truncated,
         OverThreshold = IsOverThreshold(e.Delta, e.RelativeDelta, threshold, relativeThreshold),
         ExplainMilliseconds = explainMs,
+        WeakReference = e.Reference?.Weak,
+        ProbabilityChange = e.Reference?.ProbabilityChange,
+        Classes = ResultExtras.Classes(e),
+        Faithfulness = ResultExtras.Faithfulness(e.Faithfulness),
     };
 }

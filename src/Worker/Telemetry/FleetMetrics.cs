@@ -54,6 +54,30 @@ public sealed class FleetMetrics
         _modelLoad = meter.CreateHistogram("attribution.model.load.duration", "s", "Time to load a model",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = SecondsBuckets });
         meter.CreateObservableGauge("attribution.model.memory", ObserveModelMemory, "By", "Weight bytes of each loaded model");
+        _faithfulness = meter.CreateHistogram("attribution.faithfulness", "1",
+            "Faithfulness per explained text, by metric (comprehensiveness, sufficiency, aopc_deletion, aopc_insertion): changes of the class's probability",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = FaithfulnessBuckets });
+        _weakReference = meter.CreateCounter<long>("attribution.texts.weak_reference", "{text}", "Texts whose |p(x) − p(x0)| was below the weak-reference threshold");
+    }
+
+    private readonly Histogram<double> _faithfulness;
+    private readonly Counter<long> _weakReference;
+    private static readonly double[] FaithfulnessBuckets = { -0.5, -0.2, -0.1, -0.05, 0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1 };
+
+    /// <summary>One text's faithfulness figures (when the job asked for them) and its weak-reference flag.</summary>
+    public void TextChecked(in TextTags tags, Contracts.V1.TextAttribution result)
+    {
+        var t = tags.ToTagList();
+        // Added for every checked text (0 when not weak), so the weak-reference share has a series from the first text on.
+        if (result.WeakReference is { } weak) _weakReference.Add(weak ? 1 : 0, t);
+        if (result.Faithfulness is not { } f) return;
+        foreach (var (metric, value) in new[] { ("comprehensiveness", f.ComprehensivenessMean), ("sufficiency", f.SufficiencyMean), ("aopc_deletion", f.AopcDeletion), ("aopc_insertion", f.AopcInsertion) })
+        {
+            if (!double.IsFinite(value)) continue;
+            var withMetric = t;
+            withMetric.Add("metric", metric);
+            _faithfulness.Record(value, withMetric);
+        }
     }
 
     public Meter Meter { get; }

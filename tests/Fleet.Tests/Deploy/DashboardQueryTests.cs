@@ -150,7 +150,8 @@ public sealed class DashboardQueryTests(ITestOutputHelper output)
             JobId = Guid.NewGuid(),
             ModelId = model,
             Texts = TinyModel.Texts(4, softmaxRule + "-"),
-            Options = new AttributionOptions { SoftmaxRule = softmaxRule },
+            // Faithfulness on: the faithfulness and weak-reference panels need data too.
+            Options = new AttributionOptions { SoftmaxRule = softmaxRule, Faithfulness = true },
             SubmittedAt = DateTimeOffset.UtcNow,
         };
         var collect = client.Collect(job.JobId, _ => Task.CompletedTask, null, new CancellationTokenSource(Wait).Token);
