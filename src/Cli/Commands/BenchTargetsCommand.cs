@@ -45,12 +45,26 @@ public static class BenchTargetsCommand
             using (NewDisposeScope()) EveryTarget.Attribute(method, model, batch, options);
             return w.Elapsed.TotalSeconds;
         }
-        One(); All(); // warm-up
+        // DeepLift's forward pass alone (rules and the multipliers autograd keeps, no backward): what every class shares.
+        double Forward()
+        {
+            var w = Stopwatch.StartNew();
+            using (NewDisposeScope())
+            using (enable_grad())
+            {
+                var x = model.WordEmbeddings(ids).detach().requires_grad_(true);
+                model.Forward(new DeepLiftOps(options.SoftmaxRule, options.PromoteMultipliers), new Engine.Ops.Act(x, reference), ones_like(ids));
+            }
+            return w.Elapsed.TotalSeconds;
+        }
+        One(); All(); Forward(); // warm-up
         var ratios = new List<double>();
         var ones = new List<double>();
         var alls = new List<double>();
+        var forwards = new List<double>();
         for (int p = 0; p < pairs; p++)
         {
+            forwards.Add(Forward());
             double one = One(), all = All();
             ones.Add(one);
             alls.Add(all);
@@ -64,6 +78,9 @@ public static class BenchTargetsCommand
             stdout.WriteLine($"bench targets: {cl.Value("model") ?? "sentiment-minilm"} encoder, {labels} labels, {texts} texts x {length} tokens, {precision}, DeepLift exact, {pairs} pairs");
             stdout.WriteLine($"one target (predicted class): median {Median(ones) / texts:F4} s/text");
             stdout.WriteLine($"all {labels} targets (one forward, {labels} backwards): median {Median(alls) / texts:F4} s/text, max |delta| over every class {maxDelta:E2}");
+            double f = Median(forwards) / texts, b = Math.Max(0, Median(ones) / texts - f);
+            stdout.WriteLine($"DeepLift forward alone: median {f:F4} s/text; so one backward ~ {b:F4} s/text ({b / f:F2}x the forward): " +
+                $"the one-forward bound for {labels} classes is (F + {labels}B) / (F + B) = {(f + labels * b) / (f + b):F2}x");
             stdout.WriteLine($"cost of every class / one class: median of per-pair ratios {Median(ratios):F2}x (pairs: {string.Join(", ", ratios.Select(r => r.ToString("F2")))})");
         }
         return 0;
