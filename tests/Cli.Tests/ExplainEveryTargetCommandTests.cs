@@ -35,6 +35,8 @@ public sealed class ExplainEveryTargetCommandTests : IDisposable
             int predicted = line.GetProperty("prediction").GetProperty("index").GetInt32();
             Assert.Equal(predicted, line.GetProperty("target").GetProperty("index").GetInt32());
             Assert.Equal(line.GetProperty("scores").GetRawText(), classes[predicted].GetProperty("scores").GetRawText());
+            // float32: every class adds up, the last one too (its multipliers are minus the sum of the others').
+            Assert.All(classes, c => Assert.InRange(Math.Abs(c.GetProperty("delta").GetDouble()), 0, 1e-4));
             double change = line.GetProperty("probability_change").GetDouble();
             Assert.Equal(Math.Abs(change) < 0.01, line.GetProperty("weak_reference").GetBoolean());
             var f = line.GetProperty("faithfulness");

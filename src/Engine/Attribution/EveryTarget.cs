@@ -8,7 +8,8 @@ namespace AttributionFleet.Engine.Attribution;
 /// Explains every output of the classifier (<c>--target all</c>): one attribution per class. DeepLift with one
 /// reference runs its forward pass once and walks the same graph backward once per class (the graph is retained
 /// until the last class): the multipliers are linear in the output's gradient, so class c's backward is exactly the
-/// backward of a run with target c. Every other method (and DeepLiftShap) runs once per class with that class as the
+/// backward of a run with target c. For the centered logit (the default output) the last class needs no backward of
+/// its own: C − 1 backwards serve C classes. Every other method (and DeepLiftShap) runs once per class with that class as the
 /// fixed target: correct, not cheaper.
 /// </summary>
 public static class EveryTarget
@@ -62,17 +63,28 @@ public static class EveryTarget
         int classes = (int)logits.X.shape[1];
         var outputs = new List<AttributionOutput>(classes);
         var difference = x.detach() - r;
+        // The centered logits z_c − mean_k z_k sum to zero over c, and they are a linear map of the logits: the output
+        // gradients e_c − 1/C of the C classes sum to the zero vector, and the backward is linear in the output gradient,
+        // so the last class's multipliers are minus the sum of the others' (to rounding). C − 1 backwards serve C classes.
+        bool derivedLast = options.Output == OutputKind.CenteredLogit && classes >= 2;
+        int backwards = derivedLast ? classes - 1 : classes;
+        Tensor? sum = null;
         for (int c = 0; c < classes; c++)
         {
             var targets = Enumerable.Repeat((long)c, (int)batch.Size).ToArray();
             var f = TargetOutput.Select(ops, logits, targets, options.Output);
             Tensor m;
-            using (EngineTelemetry.Source.StartActivity("engine.backward"))
+            if (c < backwards)
             {
-                // The graph stays until the last class: each backward reads the same saved multipliers.
-                m = autograd.grad(new[] { f.X.sum() }, new[] { x }, retain_graph: c < classes - 1)[0];
-                Rules.RuleGradients.ReleaseHanded();
+                using (EngineTelemetry.Source.StartActivity("engine.backward"))
+                {
+                    // The graph stays until the last backward: each one reads the same saved multipliers.
+                    m = autograd.grad(new[] { f.X.sum() }, new[] { x }, retain_graph: c < backwards - 1)[0];
+                    Rules.RuleGradients.ReleaseHanded();
+                }
+                if (derivedLast) sum = sum is null ? m : sum + m;
             }
+            else m = -sum!;
             outputs.Add(AttributionMath.Finish(difference * m, f.X, f.Ref, logits.X, targets));
         }
         foreach (var o in outputs) DeepLift.Detach(o, scope);
