@@ -77,10 +77,11 @@ public static class BenchTargetsCommand
             double maxDelta = every.Max(o => o.Delta.abs().max().item<double>());
             stdout.WriteLine($"bench targets: {cl.Value("model") ?? "sentiment-minilm"} encoder, {labels} labels, {texts} texts x {length} tokens, {precision}, DeepLift exact, {pairs} pairs");
             stdout.WriteLine($"one target (predicted class): median {Median(ones) / texts:F4} s/text");
-            stdout.WriteLine($"all {labels} targets (one forward, {labels} backwards): median {Median(alls) / texts:F4} s/text, max |delta| over every class {maxDelta:E2}");
+            int backwards = options.Output == OutputKind.CenteredLogit ? labels - 1 : labels; // see EveryTarget
+            stdout.WriteLine($"all {labels} targets (one forward, {backwards} backwards): median {Median(alls) / texts:F4} s/text, max |delta| over every class {maxDelta:E2}");
             double f = Median(forwards) / texts, b = Math.Max(0, Median(ones) / texts - f);
             stdout.WriteLine($"DeepLift forward alone: median {f:F4} s/text; so one backward ~ {b:F4} s/text ({b / f:F2}x the forward): " +
-                $"the one-forward bound for {labels} classes is (F + {labels}B) / (F + B) = {(f + labels * b) / (f + b):F2}x");
+                $"the expected cost for {labels} classes is (F + {backwards}B) / (F + B) = {(f + backwards * b) / (f + b):F2}x");
             stdout.WriteLine($"cost of every class / one class: median of per-pair ratios {Median(ratios):F2}x (pairs: {string.Join(", ", ratios.Select(r => r.ToString("F2")))})");
         }
         return 0;
