@@ -266,7 +266,8 @@ internal sealed record MetaspacePreTokenizer(string Replacement, string PrependS
 
         foreach (NChar c in text.Chars)
         {
-            chars.Add(c.Value == " " ? c with { Value = Replacement } : c);
+            // The replacement stands for the space but covers none of the word: offsets stay on the word itself.
+            chars.Add(c.Value == " " ? c with { Value = Replacement, End = c.Start } : c);
         }
 
         var replaced = new NormalizedText(chars);

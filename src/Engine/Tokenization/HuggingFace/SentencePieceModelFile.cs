@@ -185,7 +185,8 @@ internal sealed record SentencePieceNormalizer(PrecompiledCharsMap Map, bool Add
                 continue;
             }
 
-            output.Add(space && EscapeWhitespaces ? mapped[i] with { Value = SpaceSymbol } : mapped[i]);
+            // The '▁' covers no text, so that a piece's offsets leave out the space before it.
+            output.Add(space && EscapeWhitespaces ? mapped[i] with { Value = SpaceSymbol, End = mapped[i].Start } : mapped[i]);
             previousSpace = space;
         }
 
