@@ -67,6 +67,30 @@ public sealed class SentencePieceTests : IDisposable
         AssertOffsetsAreInOrderInsideTheText(e);
     }
 
+    private static readonly Lazy<(string Text, int[] Ids)[]> DebertaExpected = new(() =>
+    {
+        string dir = Path.Combine(RepoPaths.Root, "tests", "fixtures", "tokenizers", "deberta");
+        using JsonDocument doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "expected.json")));
+        return doc.RootElement.EnumerateArray()
+            .Select(e => (e.GetProperty("text").GetString()!, e.GetProperty("ids").EnumerateArray().Select(x => x.GetInt32()).ToArray()))
+            .ToArray();
+    });
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void PlainLayoutKeepsSentencePieceIdsAsDebertaV3Does(int index)
+    {
+        // The id layout issue #12's DeBERTa-v3 needs: spm.model numbered [PAD]=0 [CLS]=1 [SEP]=2 [UNK]=3, ids as they are.
+        string dir = Path.Combine(_dir, "deberta");
+        Directory.CreateDirectory(dir);
+        File.Copy(Path.Combine(RepoPaths.Root, "tests", "fixtures", "tokenizers", "deberta", "spm.model"), Path.Combine(dir, "spm.model"));
+        ITextTokenizer t = TokenizerLoader.Load(dir, "deberta-v2");
+        (string text, int[] ids) = DebertaExpected.Value[index];
+        Assert.Equal(ids, t.Encode(text, 512).Ids);
+        Assert.Equal((0, 1, 2, 3), (t.PadId, t.StartId, t.EndId, t.UnkId));
+        Assert.Equal("[MASK]", t.IdToToken(t.MaskId));
+    }
+
     [Fact]
     public void FairseqSpecialIds()
     {
