@@ -107,6 +107,34 @@ public sealed class CheckpointLayoutTests : IDisposable
         Assert.Contains("legacy", e.Message);
     }
 
+    [Theory]
+    [InlineData("pytorch_model/data.pkl", "pickle")]
+    [InlineData("pytorch_model/data/0", "storage")]
+    public void TruncatedBinEntryIsReportedWithTheFile(string entry, string expected)
+    {
+        string dir = CopyOf(Path.Combine(Fixtures, "tiny-bert-bin"), "truncated-" + expected);
+        string bin = Path.Combine(dir, "pytorch_model.bin");
+        using (var zip = System.IO.Compression.ZipFile.Open(bin, System.IO.Compression.ZipArchiveMode.Update))
+        {
+            var e = zip.GetEntry(entry)!;
+            byte[] data;
+            using (var s = e.Open())
+            using (var ms = new MemoryStream())
+            {
+                s.CopyTo(ms);
+                data = ms.ToArray();
+            }
+
+            e.Delete();
+            using var w = zip.CreateEntry(entry, System.IO.Compression.CompressionLevel.NoCompression).Open();
+            w.Write(data, 0, data.Length / 2);
+        }
+
+        var ex = Assert.Throws<ModelLoadException>(() => ModelLoader.Load(dir));
+        Assert.Contains("pytorch_model.bin", ex.Message);
+        Assert.Contains(expected, ex.Message);
+    }
+
     [Fact]
     public void ShardedSafetensorsLoadToTheSameLogits()
     {
