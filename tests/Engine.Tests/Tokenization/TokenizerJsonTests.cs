@@ -142,6 +142,16 @@ public sealed class TokenizerJsonTests : IDisposable
     }
 
     [Fact]
+    public void NmtNormalizerAndCharDelimiterSplit()
+    {
+        JsonObject tok = TokenizerJsonFiles.Bert(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b c", "d"], lowercase: true);
+        tok["normalizer"] = JsonNode.Parse("""{"type": "Nmt"}""");
+        tok["pre_tokenizer"] = JsonNode.Parse("""{"type": "CharDelimiterSplit", "delimiter": "|"}""");
+        // \u0001 is dropped, the tab becomes a space, '|' separates.
+        Assert.Equal(["[CLS]", "a", "b c", "d", "[SEP]"], Load(tok).Encode("a\u0001|b\tc|d", 16).Tokens);
+    }
+
+    [Fact]
     public void UnsupportedNormalizerNamesTheFileAndTheType()
     {
         JsonObject tok = TokenizerJsonFiles.Bert(SmallVocab, lowercase: true);

@@ -208,6 +208,29 @@ internal sealed record PrecompiledNormalizer(PrecompiledCharsMap Map) : ITextNor
     public NormalizedText Normalize(NormalizedText text) => Map.Apply(text);
 }
 
+/// <summary>Nmt: drops the control chars SentencePiece's NMT rules drop and turns the other separators into spaces.</summary>
+internal sealed record NmtNormalizer : ITextNormalizer
+{
+    public NormalizedText Normalize(NormalizedText text)
+    {
+        var output = new List<NChar>(text.Count);
+        foreach (NChar c in text.Chars)
+        {
+            int cp = char.ConvertToUtf32(c.Value, 0);
+            if (cp is (>= 0x0001 and <= 0x0008) or 0x000B or (>= 0x000E and <= 0x001F) or 0x007F or 0x008F or 0x009F)
+            {
+                continue;
+            }
+
+            bool space = cp is 0x0009 or 0x000A or 0x000C or 0x000D or 0x1680 or (>= 0x200B and <= 0x200F) or 0x2028 or 0x2029
+                or 0x2581 or 0xFEFF or 0xFFFD;
+            output.Add(space ? c with { Value = " " } : c);
+        }
+
+        return new NormalizedText(output);
+    }
+}
+
 /// <summary>Sequence: each normalizer in turn.</summary>
 internal sealed record SequenceNormalizer(IReadOnlyList<ITextNormalizer> Normalizers) : ITextNormalizer
 {

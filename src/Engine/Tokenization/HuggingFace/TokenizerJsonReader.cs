@@ -146,6 +146,8 @@ internal static class TokenizerJsonReader
             case "Precompiled":
                 string? b64 = n.TryGetProperty("precompiled_charsmap", out JsonElement cm) && cm.ValueKind == JsonValueKind.String ? cm.GetString() : null;
                 return new PrecompiledNormalizer(new PrecompiledCharsMap(b64 is null ? [0, 0, 0, 0] : Convert.FromBase64String(b64), path));
+            case "Nmt":
+                return new NmtNormalizer();
             case "Sequence":
                 return new SequenceNormalizer(n.GetProperty("normalizers").EnumerateArray().Select(x => Normalizer(x, path, options)).ToList());
             default:
@@ -166,6 +168,7 @@ internal static class TokenizerJsonReader
             "ByteLevel" => new ByteLevelPreTokenizer(Bool(p, "add_prefix_space") ?? true, Bool(p, "use_regex") ?? true),
             "Metaspace" => new MetaspacePreTokenizer(Str(p, "replacement") ?? "\u2581",
                 Str(p, "prepend_scheme") ?? ((Bool(p, "add_prefix_space") ?? true) ? "always" : "never"), Bool(p, "split") ?? true),
+            "CharDelimiterSplit" => new SplitPreTokenizer(new Regex(Regex.Escape(Str(p, "delimiter") ?? " "), RegexOptions.CultureInvariant), SplitBehavior.Removed, false),
             "Split" => new SplitPreTokenizer(Pattern(p, path, "pre_tokenizer"), Splitting.ParseBehavior(Str(p, "behavior"), path), Bool(p, "invert") ?? false),
             "Sequence" => new SequencePreTokenizer(p.GetProperty("pretokenizers").EnumerateArray().Select(x => PreTokenizer(x, path)).ToList()),
             _ => throw new ModelLoadException($"'{path}': the pre_tokenizer type '{type}' is not supported.", path, "pre_tokenizer.type"),
