@@ -38,13 +38,21 @@ internal sealed class WordPieceModel(Dictionary<string, int> vocab, string unkTo
             return;
         }
 
+        (string value, int[] charToIndex) = word.Flatten();
+        var charStart = new int[n + 1]; // UTF-16 index where code point i starts
+        for (int k = value.Length - 1; k >= 0; k--)
+        {
+            charStart[charToIndex[k]] = k;
+        }
+
+        charStart[n] = value.Length;
         var pieces = new List<ModelToken>();
         for (int start = 0; start < n;)
         {
             ModelToken? found = null;
             for (int end = n; end > start; end--)
             {
-                string piece = string.Concat(word.Chars.GetRange(start, end - start).Select(c => c.Value));
+                string piece = value.Substring(charStart[start], charStart[end] - charStart[start]);
                 if (start > 0)
                 {
                     piece = prefix + piece;
