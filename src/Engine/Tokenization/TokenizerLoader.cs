@@ -16,10 +16,14 @@ public static class TokenizerLoader
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     /// <summary>
-    /// Loads vocab.txt (WordPiece) or vocab.json + merges.txt (byte-level BPE) from <paramref name="modelDir"/>,
-    /// with the settings of tokenizer_config.json (and the token names of special_tokens_map.json) when present;
-    /// tokenizer.json stands in for missing vocabulary files. <paramref name="modelType"/> is config.json's
-    /// "model_type"; for a type not known here the files present decide.
+    /// Loads the tokenizer of <paramref name="modelDir"/>, in this order: tokenizer.json, the whole Hugging Face
+    /// pipeline (normalizer, pre-tokenizer, WordPiece/BPE/Unigram model, added tokens, post-processor; an explicit
+    /// do_lower_case/strip_accents/tokenize_chinese_chars in tokenizer_config.json adjusts a BertNormalizer as
+    /// BertTokenizerFast does); a SentencePiece model (sentencepiece.bpe.model, spiece.model, spm.model) for the
+    /// model types whose id layout is known (xlm-roberta: fairseq ids; albert, deberta-v2: as they are); vocab.txt
+    /// (WordPiece) or vocab.json + merges.txt (byte-level BPE) with the settings of tokenizer_config.json (and the
+    /// token names of special_tokens_map.json). <paramref name="modelType"/> is config.json's "model_type"; for a
+    /// type not known here the files present decide.
     /// </summary>
     /// <exception cref="ModelLoadException">A file is missing, unreadable or invalid; the message names it.</exception>
     public static ITextTokenizer Load(string modelDir, string modelType)
