@@ -86,6 +86,19 @@ public sealed class CheckpointLayoutTests : IDisposable
     }
 
     [Fact]
+    public void PickleWithManyMemoEntriesAndViewsIntoOneStorage()
+    {
+        using var bin = PyTorchCheckpointFile.Open(Path.Combine(Fixtures, "many-views.bin"));
+        Assert.Equal(400, bin.Tensors.Count);
+        for (int i = 0; i < 400; i += 37)
+        {
+            using var t = bin.Load($"t{i}");
+            Assert.Equal(new long[] { 1 }, t.shape);
+            Assert.Equal((float)i, t.item<float>());
+        }
+    }
+
+    [Fact]
     public void PickleThatWouldRunCodeIsRefusedAndNotRun()
     {
         string marker = "/tmp/attributionfleet-evil-pickle-ran";
