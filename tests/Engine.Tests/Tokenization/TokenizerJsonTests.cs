@@ -189,7 +189,9 @@ public sealed class TokenizerJsonTests : IDisposable
 
     private static readonly Lazy<string> MiniLmTokenizerJsonDir = new(() =>
     {
-        string dir = Directory.CreateTempSubdirectory("attributionfleet-minilm-tokjson-").FullName;
+        // Beside the test binaries (rewritten each run), not in /tmp: nothing is left behind.
+        string dir = Path.Combine(AppContext.BaseDirectory, "minilm-tokenizer-json");
+        Directory.CreateDirectory(dir);
         string[] vocab = File.ReadAllLines(Path.Combine(MiniLmResources.SharedDir, "vocab.txt"));
         TokenizerJsonFiles.Write(dir, TokenizerJsonFiles.Bert(vocab, lowercase: true));
         return dir;
