@@ -83,5 +83,5 @@ public sealed record AttributionOutput(Tensor Attributions, Tensor Scores, Tenso
 public interface IAttributionMethod
 {
     string Name { get; }
-    AttributionOutput Attribute(Models.TransformerClassifier model, AttributionBatch batch, MethodOptions options);
+    AttributionOutput Attribute(Models.ITextModel model, AttributionBatch batch, MethodOptions options);
 }

@@ -23,19 +23,19 @@ public static class DeviceSelector
 /// <summary>A model folder loaded once: config, float32 weights (float64 made on first use) and tokenizer.</summary>
 public sealed class LoadedModel : IDisposable
 {
-    private readonly Dictionary<Precision, TransformerClassifier> _copies = new();
+    private readonly Dictionary<Precision, ITextModel> _copies = new();
     private readonly object _lock = new();
 
     public string Directory { get; }
     public ModelConfig Config => Float32.Config;
-    public TransformerClassifier Float32 { get; }
+    public ITextModel Float32 { get; }
     public ITextTokenizer Tokenizer { get; }
     public Device Device => Float32.Device;
 
     /// <summary>Size of the weights in bytes (float32), for memory budgets.</summary>
     public long WeightBytes { get; }
 
-    private LoadedModel(string directory, TransformerClassifier model, ITextTokenizer tokenizer, long bytes)
+    private LoadedModel(string directory, ITextModel model, ITextTokenizer tokenizer, long bytes)
     {
         Directory = directory;
         Float32 = model;
@@ -59,7 +59,7 @@ public sealed class LoadedModel : IDisposable
         }
     }
 
-    public TransformerClassifier For(Precision precision)
+    public ITextModel For(Precision precision)
     {
         if (precision == Precision.Float32) return Float32;
         lock (_lock)

@@ -134,7 +134,7 @@ public sealed class TextExplainer
     /// The reference's word embeddings [1, L, H]: every token but the start/end specials replaced by
     /// [PAD], [MASK] or [UNK], or a zero embedding; or a custom text that must tokenize to the same length.
     /// </summary>
-    public Tensor ReferenceEmbeddings(string reference, int length, Models.TransformerClassifier model)
+    public Tensor ReferenceEmbeddings(string reference, int length, Models.ITextModel model)
     {
         var tok = Model.Tokenizer;
         int? fill = reference switch { "pad" => tok.PadId, "mask" => tok.MaskId, "unk" => tok.UnkId, "zero" => tok.PadId, _ => null };
