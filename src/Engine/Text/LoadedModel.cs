@@ -49,6 +49,7 @@ public sealed class LoadedModel : IDisposable
         try
         {
             var tokenizer = TokenizerLoader.Load(directory, model.Config.ModelType);
+            CheckTokenizerFits(directory, tokenizer, model.Config);
             long bytes = CheckpointFolder.WeightBytes(directory);
             return new LoadedModel(directory, model, tokenizer, bytes);
         }
@@ -57,6 +58,19 @@ public sealed class LoadedModel : IDisposable
             model.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// A tokenizer whose ids reach past the word embeddings would fail deep inside the first forward (or, worse, with a
+    /// padded id, read another row): refuse it at load, naming the folder and both sizes.
+    /// </summary>
+    private static void CheckTokenizerFits(string directory, ITextTokenizer tokenizer, ModelConfig config)
+    {
+        int largest = new[] { tokenizer.PadId, tokenizer.UnkId, tokenizer.StartId, tokenizer.EndId, tokenizer.VocabSize - 1 }.Max();
+        if (largest >= config.VocabSize)
+            throw new ModelLoadException(
+                $"The tokenizer in {directory} has ids up to {largest} but config.json's vocab_size is {config.VocabSize}: the tokenizer files do not belong to this model's weights. Put the model's own tokenizer files beside its config.json",
+                directory, "vocab_size");
     }
 
     public ITextModel For(Precision precision)

@@ -39,6 +39,21 @@ public sealed class ArchitectureTests(ITestOutputHelper output) : IDisposable
         Assert.True(diff64 <= 1e-9, $"float64 max diff {diff64:E3}");
     }
 
+    /// <summary>25 varied sentences as XLM-R ids (SentencePiece's, with fairseq's offset; tokenizer_case.json), padded.</summary>
+    [Fact]
+    public void XlmRobertaOnSentencePieceIdsMatchesReference()
+    {
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(ArchitectureFixtures.Folder("xlm-roberta"), "tokenizer_case.json")));
+        var c = doc.RootElement;
+        var ids = tensor(Support.Json.Long2(c.GetProperty("input_ids")));
+        var mask = tensor(Support.Json.Long2(c.GetProperty("attention_mask")));
+        Assert.Equal(25, ids.shape[0]);
+        using var model = ModelLoader.Load(ArchitectureFixtures.Folder("xlm-roberta"));
+        double diff = (model.Logits(ids, mask).to_type(ScalarType.Float64) - tensor(Support.Json.Double2(c.GetProperty("logits_f32")))).abs().max().item<double>();
+        output.WriteLine($"xlm-roberta, 25 sentences: max |logits − reference| {diff:E2}");
+        Assert.True(diff <= 1e-5, $"max diff {diff:E3}");
+    }
+
     [Fact]
     public void ElectraProjectsEmbeddingsWhenEmbeddingSizeDiffers()
     {
