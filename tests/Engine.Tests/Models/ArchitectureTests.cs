@@ -64,6 +64,25 @@ public sealed class ArchitectureTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(16, model.WordEmbeddings(tensor(new long[,] { { 2, 7, 3 } })).shape[2]);
     }
 
+    /// <summary>Texts through the explainer (WordPiece tokenizer, 16-wide word embeddings, every reference kind).</summary>
+    [Theory]
+    [InlineData("pad")]
+    [InlineData("mask")]
+    [InlineData("zero")]
+    public void ElectraExplainsTextsExactly(string reference)
+    {
+        using var loaded = Text.LoadedModel.Load(ArchitectureFixtures.Folder("electra"), CPU);
+        var texts = new[] { "the plot was dull but the acting was wonderful", "fast delivery and great battery", "bad movie" };
+        var results = new Text.TextExplainer(loaded).Explain(texts, new Text.ExplainRequest { Precision = "float64", References = new[] { reference } });
+        foreach (var e in results)
+        {
+            output.WriteLine($"{reference}: {e.Text}: f(x) {e.Fx:F4} f(x0) {e.Fx0:F4} relative delta {e.RelativeDelta:E2}");
+            Assert.True(e.RelativeDelta <= 1e-10, $"relative delta {e.RelativeDelta:E2}");
+            Assert.True(e.Scores.Max(Math.Abs) > 1e-4);
+            Assert.Equal("centered-logit", e.Output);
+        }
+    }
+
     [Fact]
     public void ElectraWithoutArchitecturesResolvesFromModelType()
     {

@@ -56,6 +56,22 @@ public sealed class OnnxClassifierImportTests(ITestOutputHelper output) : IDispo
         Assert.False(ReadLowerCase(outDir));
     }
 
+    /// <summary>A RoBERTa-body export given a SentencePiece model is XLM-R: the model file is copied, pad id 1, cased.</summary>
+    [Fact]
+    public void RobertaBodyWithSentencePieceVocabularyIsXlmRoberta()
+    {
+        var folder = ArchitectureFixtures.Folder("onnx-roberta");
+        var outDir = Path.Combine(_dir, "xlmr");
+        var report = OnnxBertImporter.Import(Path.Combine(folder, "model.onnx"),
+            Path.Combine(ArchitectureFixtures.Folder("xlm-roberta"), "sentencepiece.bpe.model"), outDir);
+        Assert.Equal("XLMRobertaForSequenceClassification", report.Architecture);
+        Assert.True(File.Exists(Path.Combine(outDir, "sentencepiece.bpe.model")));
+        var (ids, mask, l32, _) = ArchitectureFixtures.Case("onnx-roberta");
+        using var model = ModelLoader.Load(outDir);
+        Assert.Equal("xlm-roberta", model.Config.ModelType);
+        Assert.True((model.Logits(ids, mask).to_type(ScalarType.Float64) - l32).abs().max().item<double>() <= 1e-5);
+    }
+
     [Fact]
     public void CasingComesFromTheFilesGiven()
     {
