@@ -19,8 +19,10 @@ public static class ModelLoader
         if (!Directory.Exists(modelDir)) throw new ModelLoadException($"Model folder not found: {modelDir}", modelDir);
         var configPath = Path.Combine(modelDir, ConfigFile);
         if (!File.Exists(configPath)) throw new ModelLoadException($"Model config not found: {configPath}", configPath);
+        // The config first, so that its errors come before the weights' (a config without "architectures" reads the
+        // weights' names to decide its head).
+        var config = ModelConfig.Load(configPath);
         using var file = CheckpointFolder.OpenWeights(modelDir);
-        var config = ModelConfig.Load(configPath, file.Tensors.Keys.ToList());
         return Load(config, file, device, dtype);
     }
 

@@ -62,6 +62,8 @@ public static class RandomModels
     /// <summary>Writes a model folder (config.json, model.safetensors, a vocab.txt naming the specials) that <see cref="ModelLoader"/> reads back.</summary>
     public static void Save(ITextModel model, string dir)
     {
+        if (model.Config.Family == ModelFamily.DistilBert)
+            throw new NotSupportedException("RandomModels.Save writes BERT-style config fields; DistilBERT's differ (dim, n_layers, …)");
         Directory.CreateDirectory(dir);
         var c = model.Config;
         var config = new Dictionary<string, object>
@@ -70,6 +72,7 @@ public static class RandomModels
             ["model_type"] = c.ModelType,
             ["vocab_size"] = c.VocabSize,
             ["hidden_size"] = c.HiddenSize,
+            ["embedding_size"] = c.EmbeddingSize,
             ["num_hidden_layers"] = c.Layers,
             ["num_attention_heads"] = c.Heads,
             ["intermediate_size"] = c.IntermediateSize,

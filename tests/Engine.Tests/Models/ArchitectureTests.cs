@@ -124,7 +124,7 @@ public sealed class ArchitectureTests(ITestOutputHelper output) : IDisposable
         double scale = maximum(result.Fx.abs(), result.Fx0.abs()).max().item<double>();
         double change = (result.Fx - result.Fx0).abs().min().item<double>();
         double scores = result.Scores.abs().max().item<double>();
-        output.WriteLine($"{fixture} {kind} {precision}: max|delta| {delta:E2}, min|f(x)−f(x0)| {change:E2}, max|score| {scores:E2}");
+        output.WriteLine($"{fixture} {kind} {precision}: max|delta| {delta:E2}, max relative delta {(result.Delta.abs() / (result.Fx - result.Fx0).abs()).max().item<double>():E2}, min|f(x)−f(x0)| {change:E2}, max|score| {scores:E2}");
         Assert.True(change > 1e-4, "the test needs f(x) != f(x0)");
         Assert.True(scores > 1e-4, "scores should not be all zero");
         if (precision == Precision.Float64) Assert.True(delta / change <= 1e-10, $"relative delta {delta / change:E2}");
