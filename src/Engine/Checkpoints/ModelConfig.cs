@@ -3,8 +3,20 @@ using AttributionFleet.Engine.Architectures;
 
 namespace AttributionFleet.Engine.Checkpoints;
 
-/// <summary>Which body a checkpoint has; decides key names, positions and head (see <see cref="Architectures.ArchitectureRegistry"/>).</summary>
-public enum ModelFamily { Bert, DistilBert, Roberta, XlmRoberta, Electra }
+/// <summary>
+/// Which family a checkpoint belongs to (its model_type). A name, not a closed list: a new family defines its own value
+/// in its folder (<c>new ModelFamily("deberta-v2")</c>); the ones here are those of src/Engine/Architectures.
+/// </summary>
+public readonly record struct ModelFamily(string Name)
+{
+    public static readonly ModelFamily Bert = new("bert");
+    public static readonly ModelFamily DistilBert = new("distilbert");
+    public static readonly ModelFamily Roberta = new("roberta");
+    public static readonly ModelFamily XlmRoberta = new("xlm-roberta");
+    public static readonly ModelFamily Electra = new("electra");
+
+    public override string ToString() => Name;
+}
 
 /// <summary>What sits on top of the encoder.</summary>
 public enum HeadKind
@@ -76,7 +88,8 @@ public sealed record ModelConfig
     /// <summary>What the outputs mean; <see cref="ProblemType.Embedding"/> for a bare encoder without a classifier.</summary>
     public ProblemType Problem { get; init; } = ProblemType.SingleLabel;
 
-    public PositionScheme Positions => Family is ModelFamily.Roberta or ModelFamily.XlmRoberta ? PositionScheme.AfterPadding : PositionScheme.Absolute;
+    /// <summary>How positions are numbered (set by the family's architecture).</summary>
+    public PositionScheme Positions { get; init; } = PositionScheme.Absolute;
 
     /// <summary>Longest input the position table allows (RoBERTa reserves pad+1 rows).</summary>
     public int MaxSequenceLength => Positions == PositionScheme.AfterPadding ? MaxPositions - PadTokenId - 1 : MaxPositions;

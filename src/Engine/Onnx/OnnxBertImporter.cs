@@ -353,19 +353,18 @@ public static class OnnxBertImporter
             _family = distil ? ModelFamily.DistilBert
                 : robertaNames || robertaHead ? (_vocabulary.Kind == "sentencepiece" ? ModelFamily.XlmRoberta : ModelFamily.Roberta)
                 : ModelFamily.Bert;
-            string architecture = _family switch
-            {
-                ModelFamily.DistilBert => _parameters.ContainsKey("pre_classifier.weight") && _parameters.ContainsKey("classifier.weight")
+            bool roberta = _family == ModelFamily.Roberta || _family == ModelFamily.XlmRoberta;
+            string architecture =
+                distil ? (_parameters.ContainsKey("pre_classifier.weight") && _parameters.ContainsKey("classifier.weight")
                     ? "DistilBertForSequenceClassification"
-                    : throw Fail("a DistilBERT export without its classification head (pre_classifier + classifier) is not supported", "architectures"),
-                ModelFamily.Roberta or ModelFamily.XlmRoberta => _parameters.ContainsKey("classifier.dense.weight") && _parameters.ContainsKey("classifier.out_proj.weight")
+                    : throw Fail("a DistilBERT export without its classification head (pre_classifier + classifier) is not supported", "architectures"))
+                : roberta ? (_parameters.ContainsKey("classifier.dense.weight") && _parameters.ContainsKey("classifier.out_proj.weight")
                     ? (_family == ModelFamily.XlmRoberta ? "XLMRobertaForSequenceClassification" : "RobertaForSequenceClassification")
-                    : throw Fail("a RoBERTa export without its classification head (classifier.dense + classifier.out_proj) is not supported", "architectures"),
-                _ => _parameters.ContainsKey("classifier.weight")
+                    : throw Fail("a RoBERTa export without its classification head (classifier.dense + classifier.out_proj) is not supported", "architectures"))
+                : (_parameters.ContainsKey("classifier.weight")
                     ? (_parameters.ContainsKey("pooler.dense.weight") ? "BertForSequenceClassification"
                         : throw Fail("the export has 'classifier.weight' but no 'pooler.dense.weight': not a BertForSequenceClassification, and the head cannot be decided", "architectures"))
-                    : "BertModel",
-            };
+                    : "BertModel");
             _architecture = ArchitectureRegistry.ForName(architecture);
 
             int vocab = Dim("embeddings.word_embeddings.weight", 0, 2), hidden = Dim("embeddings.word_embeddings.weight", 1, 2);
@@ -377,6 +376,7 @@ public static class OnnxBertImporter
             var config = new ModelConfig
             {
                 Family = _family,
+                Positions = roberta ? PositionScheme.AfterPadding : PositionScheme.Absolute,
                 ModelType = _architecture.ModelTypes[0],
                 Architecture = architecture,
                 Head = architecture switch
@@ -395,7 +395,7 @@ public static class OnnxBertImporter
                 LayerNormEps = 1e-12,
                 MaxPositions = positions,
                 TypeVocabSize = distil ? 0 : Dim("embeddings.token_type_embeddings.weight", 0, 2),
-                PadTokenId = _vocabulary.PadId ?? (_family is ModelFamily.Roberta or ModelFamily.XlmRoberta ? 1 : 0),
+                PadTokenId = _vocabulary.PadId ?? (roberta ? 1 : 0),
                 Labels = Enumerable.Range(0, labels).Select(i => $"LABEL_{i}").ToList(),
                 Problem = architecture == "BertModel" ? ProblemType.Embedding : labels == 1 ? ProblemType.Regression : ProblemType.SingleLabel,
             };

@@ -42,6 +42,7 @@ public abstract class PostNormEncoderArchitecture : IArchitecture
     };
 
     protected virtual bool HasTokenTypes => true;
+    protected virtual PositionScheme Positions => PositionScheme.Absolute;
 
     public virtual ModelConfig ParseConfig(JsonElement root, string architecture, string path)
     {
@@ -56,6 +57,7 @@ public abstract class PostNormEncoderArchitecture : IArchitecture
         var config = new ModelConfig
         {
             Family = Family,
+            Positions = Positions,
             ModelType = ConfigFields.Str(root, "model_type", path) ?? ModelTypes[0],
             Architecture = architecture,
             Head = head,

@@ -15,6 +15,7 @@ public class RobertaArchitecture : PostNormEncoderArchitecture
     protected override ModelFamily Family => ModelFamily.Roberta;
     protected override string BodyPrefix => "roberta.";
     protected override int DefaultPadTokenId => 1;
+    protected override PositionScheme Positions => PositionScheme.AfterPadding;
     protected override HeadKind HeadFor(string architecture) => HeadKind.RobertaClassificationHead;
 
     public override string ResolveFromWeights(IReadOnlyCollection<string> keys, string configPath) =>
