@@ -18,11 +18,7 @@ public static class PredictCommand
         {
             var r = results[i];
             if (cl.Flag("json")) stdout.WriteLine(Output.Line(Output.PredictionJson(r, texts[i].Id)));
-            else
-            {
-                var probs = string.Join("  ", r.Probabilities.Select((p, k) => $"{model.Config.Labels.ElementAtOrDefault(k) ?? k.ToString()}={p:0.0000}"));
-                stdout.WriteLine($"{r.Prediction.Label,-12} {r.Prediction.Probability:0.0000}  [{probs}]{(r.Truncated ? "  (truncated)" : "")}  {r.Text}");
-            }
+            else stdout.WriteLine($"{PredictionText.Describe(r, model.Config.Labels)}{(r.Truncated ? "  (truncated)" : "")}  {r.Text}");
         }
         return 0;
     }

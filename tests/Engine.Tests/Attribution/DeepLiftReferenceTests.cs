@@ -71,11 +71,11 @@ public class DeepLiftReferenceTests(ITestOutputHelper output)
         Assert.True(captumMax > 100 * oursMax);
     }
 
-    internal static Tensor ReferenceIds(Tensor ids, TransformerClassifier model)
+    internal static Tensor ReferenceIds(Tensor ids, ITextModel model)
     {
         // Every token but the start/end specials becomes [PAD] (<pad> for RoBERTa); padding stays padding.
         long pad = model.Config.PadTokenId;
-        var (start, end) = model.Config.Family == Checkpoints.ModelFamily.Roberta ? (0L, 2L) : (101L, 102L);
+        var (start, end) = model.Config.Positions == Checkpoints.PositionScheme.AfterPadding ? (0L, 2L) : (101L, 102L);
         var keep = (ids == start).logical_or(ids == end);
         return where(keep, ids, full_like(ids, pad));
     }
