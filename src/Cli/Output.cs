@@ -64,7 +64,7 @@ public static class Output
         text = r.Text,
         tokens = r.Tokens,
         scores = r.Scores.Select(N).ToArray(),
-        status = r.Scores.All(double.IsFinite) && double.IsFinite(r.Fx) && double.IsFinite(r.Fx0) && double.IsFinite(r.Delta) && double.IsFinite(r.Prediction.Probability)
+        status = r.Status == NonFinite.Status.Ok && r.Scores.All(double.IsFinite) && double.IsFinite(r.Fx) && double.IsFinite(r.Fx0) && double.IsFinite(r.Delta) && double.IsFinite(r.Prediction.Probability)
             ? NonFinite.Status.Ok : NonFinite.Status.NonFinite,
         prediction = new { label = r.Prediction.Label, index = r.Prediction.Index, probability = N(r.Prediction.Probability) },
         target = new { label = r.TargetLabel, index = r.TargetIndex },

@@ -87,7 +87,7 @@ public static class ExplainCommand
         if (html is not null && !o.Json) stdout.WriteLine($"wrote {Terminal.Escape(o.Html!)}");
         if (nonFinite > 0)
         {
-            Console.Error.WriteLine($"fleet explain: {nonFinite} of {results.Count} texts have non-finite values (status non_finite)");
+            Parsing.FleetCli.Error.WriteLine($"fleet explain: {nonFinite} of {results.Count} texts have non-finite values (status non_finite)");
             return 1;
         }
         return 0;

@@ -49,7 +49,7 @@ public static class PredictCommand
         }
         if (nonFinite > 0)
         {
-            Console.Error.WriteLine($"fleet predict: {nonFinite} of {results.Count} texts have non-finite logits (status non_finite)");
+            Parsing.FleetCli.Error.WriteLine($"fleet predict: {nonFinite} of {results.Count} texts have non-finite logits (status non_finite)");
             return 1;
         }
         return 0;

@@ -67,18 +67,18 @@ public static class ResultsCommand
                 }
                 if (output is null) await writer.FlushAsync();
                 else await output.WriteAsync(() => writer.FlushAsync());
-            }, p => { if (bar) Console.Error.Write("\r" + ProgressBar(p)); }, run.Token);
+            }, p => { if (bar) Parsing.FleetCli.Error.Write("\r" + ProgressBar(p)); }, run.Token);
             if (submit is not null) await submit();
             var outcome = await collecting;
-            if (bar) Console.Error.WriteLine();
+            if (bar) Parsing.FleetCli.Error.WriteLine();
             if (outcome.Failed is { } f)
             {
-                Console.Error.WriteLine($"job {jobId} failed: {f.ReasonCode}{(f.Field is null ? "" : $" ({Where(f.Field, texts)})")}: {Terminal.Escape(f.Message)}");
+                Parsing.FleetCli.Error.WriteLine($"job {jobId} failed: {f.ReasonCode}{(f.Field is null ? "" : $" ({Where(f.Field, texts)})")}: {Terminal.Escape(f.Message)}");
                 return 1;
             }
             output?.Commit();
             var c = outcome.Completed!;
-            Console.Error.WriteLine($"job {jobId} completed: {c.TextCount} texts in {c.BatchCount} batches, {c.WallMilliseconds / 1000:0.00} s; " +
+            Parsing.FleetCli.Error.WriteLine($"job {jobId} completed: {c.TextCount} texts in {c.BatchCount} batches, {c.WallMilliseconds / 1000:0.00} s; " +
                 $"|delta| max {c.Delta.Max:E2} mean {c.Delta.Mean:E2} p95 {c.Delta.P95:E2}" +
                 (c.Delta.Threshold is { } t ? $", {c.Delta.OverThreshold} over {t:G3}" : "") +
                 (nonFinite > 0 ? $"; {nonFinite} texts non_finite (NaN or infinite values)" : ""));
@@ -86,7 +86,7 @@ public static class ResultsCommand
         }
         catch (OperationCanceledException) when (run.Token.IsCancellationRequested)
         {
-            if (bar) Console.Error.WriteLine();
+            if (bar) Parsing.FleetCli.Error.WriteLine();
             string kept = "";
             if (output is not null && written > 0)
             {
@@ -100,7 +100,7 @@ public static class ResultsCommand
     }
 
     private static bool IsFinite(TextAttribution r) =>
-        r.Scores.All(double.IsFinite) && double.IsFinite(r.Fx) && double.IsFinite(r.Fx0) && double.IsFinite(r.Delta);
+        r.Status == Engine.Text.NonFinite.Status.Ok && r.Scores.All(double.IsFinite) && double.IsFinite(r.Fx) && double.IsFinite(r.Fx0) && double.IsFinite(r.Delta);
 
     /// <summary>A failure's field with the text's client id and line when it names one text (<c>texts[3]</c>).</summary>
     private static string Where(string field, IReadOnlyList<JobText>? texts) =>

@@ -59,7 +59,7 @@ public static class SubmitCommand
             {
                 await client.Submit(job, run.Token);
                 stdout.WriteLine(job.JobId);
-                Console.Error.WriteLine($"submitted job {job.JobId} ({job.Texts.Count} texts); collect it with: fleet results {job.JobId} --out results.jsonl");
+                Parsing.FleetCli.Error.WriteLine($"submitted job {job.JobId} ({job.Texts.Count} texts); collect it with: fleet results {job.JobId} --out results.jsonl");
                 return 0;
             }
             return await ResultsCommand.Collect(client, job.JobId, output, stdout, () => client.Submit(job, run.Token), job.Texts, run);

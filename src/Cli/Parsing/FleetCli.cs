@@ -43,8 +43,14 @@ public static class FleetCli
         }
     }
 
+    private static readonly AsyncLocal<TextWriter?> ErrorWriter = new();
+
+    /// <summary>Where commands write progress and notes: the stderr of the running <see cref="Run(string[], TextWriter, TextWriter, CancellationToken)"/> (tests capture it).</summary>
+    public static TextWriter Error => ErrorWriter.Value ?? Console.Error;
+
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancel)
     {
+        ErrorWriter.Value = stderr;
         var root = Build(stdout, cancel);
         var parse = root.Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null });
         var invocation = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null };
@@ -171,7 +177,7 @@ public static class FleetCli
 
         var shell = new Argument<string>("shell") { Description = "bash or zsh." };
         shell.AcceptOnlyFromAmong("bash", "zsh");
-        var completions = new Command("completions", "Print a shell completion script: eval \"$(fleet completions bash)\" (uses fleet's [suggest] directive).") { shell };
+        var completions = new Command("completions", "Print a shell completion script: eval \"$(fleet completions bash)\" (uses fleet's [suggest] directive).\n" + ExitCodes) { shell };
         completions.SetAction(p =>
         {
             stdout.Write(Completions.Script(p.GetValue(shell)!));
