@@ -91,6 +91,69 @@ public sealed class CommandLineTests(ITestOutputHelper log) : IDisposable
     }
 
     [Fact]
+    public async Task SigtermStopsTheWaitWithExitThree()
+    {
+        Prepare();
+        var fleet = Path.Combine(AppContext.BaseDirectory, "fleet");
+        var start = new ProcessStartInfo(fleet)
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+            ArgumentList = { "submit", "--rabbitmq", "amqp://guest:guest@10.255.255.1:5672/", "--connect-timeout", "120",
+                "--input", Path.Combine(_dir, "in.txt"), "--out", Path.Combine(_dir, "existing.jsonl") },
+        };
+        start.Environment["ATTRIBUTIONFLEET_CACHE"] = TestEnvironment.Init();
+        using var process = Process.Start(start)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        await Task.Delay(TimeSpan.FromSeconds(4)); // started and waiting for the broker
+        Assert.False(process.HasExited, "exited before the signal");
+        var watch = Stopwatch.StartNew();
+        using (var kill = Process.Start("kill", new[] { "-TERM", process.Id.ToString() })) kill.WaitForExit();
+        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        await process.WaitForExitAsync(limit.Token); // throws if SIGTERM did not stop fleet submit within 15 s
+        var err = await stderr;
+        log.WriteLine($"exit {process.ExitCode} {watch.Elapsed.TotalSeconds:0.0} s after SIGTERM: {err}");
+        Assert.Equal(3, process.ExitCode);
+        Assert.Contains("stopped by a signal", err);
+        Assert.Equal(Existing, File.ReadAllText(Path.Combine(_dir, "existing.jsonl")));
+        Assert.Empty(Directory.GetFiles(_dir, "*.tmp"));
+    }
+
+    [RabbitMqFact]
+    public async Task StoppingAWaitingSubmitLeavesTheJobQueuedAndOutputUntouched()
+    {
+        Prepare();
+        var suffix = Guid.NewGuid().ToString("N")[..8];
+        var config = Path.Combine(_dir, "fleet.json");
+        File.WriteAllText(config, JsonSerializer.Serialize(new { Worker = new { JobQueue = $"cli-test-nobody-{suffix}", BatchQueue = $"cli-test-nobody-batches-{suffix}" } }));
+        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        var jobId = Guid.NewGuid();
+        int exit = FleetCli.Run(new[] { "submit", "--rabbitmq", Environment.GetEnvironmentVariable("FLEET_TEST_RABBITMQ")!, "--config", config,
+            "--job-id", jobId.ToString(), "--input", Path.Combine(_dir, "in.txt"), "--out", Path.Combine(_dir, "existing.jsonl") }, stdout, stderr, cancel.Token);
+        log.WriteLine(stderr.ToString());
+        Assert.Equal(3, exit);
+        Assert.Contains($"stopped waiting for job {jobId} (stopped by a signal)", stderr.ToString());
+        Assert.Contains($"fleet results {jobId}", stderr.ToString());
+        Assert.Equal(Existing, File.ReadAllText(Path.Combine(_dir, "existing.jsonl")));
+        Assert.False(File.Exists(Path.Combine(_dir, "existing.jsonl.partial")));
+        await DeleteQueues($"cli-test-nobody-{suffix}", $"cli-test-nobody-batches-{suffix}", $"attribution-results-{jobId}");
+    }
+
+    /// <summary>The shared broker keeps no queue of ours after a test.</summary>
+    private static async Task DeleteQueues(params string[] names)
+    {
+        var factory = new RabbitMQ.Client.ConnectionFactory { Uri = new Uri(Environment.GetEnvironmentVariable("FLEET_TEST_RABBITMQ")!) };
+        await using var connection = await factory.CreateConnectionAsync();
+        foreach (var name in names)
+        {
+            await using var channel = await connection.CreateChannelAsync();
+            await channel.QueueDeleteAsync(name, ifUnused: false, ifEmpty: false);
+        }
+    }
+
+    [Fact]
     public void HelpOnEveryCommandDocumentsTheExitCodes()
     {
         foreach (var command in new[] { "", "predict", "explain", "submit", "results", "worker", "import-onnx", "completions", "bench", "train-head" })
@@ -209,7 +272,7 @@ public sealed class CommandLineTests(ITestOutputHelper log) : IDisposable
     }
 
     [RabbitMqFact]
-    public void ANanModelCompletesOverRabbitMqWithNonFiniteResults()
+    public async Task ANanModelCompletesOverRabbitMqWithNonFiniteResults()
     {
         Prepare();
         var nan = NanModel.Create(_dir);
@@ -239,7 +302,8 @@ public sealed class CommandLineTests(ITestOutputHelper log) : IDisposable
         finally
         {
             stopWorker.Cancel();
-            Assert.True(worker.Wait(TimeSpan.FromSeconds(60)), "the worker did not stop");
+            await worker.WaitAsync(TimeSpan.FromSeconds(60));
+            await DeleteQueues($"cli-test-jobs-{suffix}", $"cli-test-batches-{suffix}");
         }
     }
 

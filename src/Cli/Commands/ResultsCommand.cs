@@ -23,7 +23,14 @@ public static class ResultsCommand
         using var output = o.Out is null ? null : AtomicFile.Create(o.Out, "--out");
         using var host = FleetHost.Build(o.Fleet, consumeJobs: null, LogLevel.Warning);
         if (!FleetHost.UsesRabbitMq(host)) throw new UsageException("fleet results needs a broker (--transport rabbitmq)");
-        return Run().GetAwaiter().GetResult();
+        try
+        {
+            return Run().GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException) when (run.Token.IsCancellationRequested)
+        {
+            throw new FleetStoppedException($"stopped ({run.Reason}) before job {o.JobId} was collected; its results stay queued: fleet results {o.JobId} --out FILE");
+        }
 
         async Task<int> Run()
         {

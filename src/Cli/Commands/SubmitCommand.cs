@@ -45,7 +45,15 @@ public static class SubmitCommand
         using var host = FleetHost.Build(o.Fleet with { ModelId = o.ModelId }, consumeJobs: null, o.Verbose ? LogLevel.Information : LogLevel.Warning);
         if (o.NoWait && !FleetHost.UsesRabbitMq(host))
             throw new UsageException("--no-wait needs a broker (--transport rabbitmq): an in-memory job lives only as long as this process");
-        return Run(host, job, o, output, stdout, run).GetAwaiter().GetResult();
+        try
+        {
+            return Run(host, job, o, output, stdout, run).GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException) when (run.Token.IsCancellationRequested)
+        {
+            throw new FleetStoppedException($"stopped ({run.Reason}) before job {job.JobId} was collected" +
+                (o.NoWait ? "" : $"; if it was submitted, its results stay queued: fleet results {job.JobId} --out FILE"));
+        }
     }
 
     private static async Task<int> Run(IHost host, SubmitAttributionJob job, SubmitOptions o, AtomicFile? output, TextWriter stdout, RunScope run)
