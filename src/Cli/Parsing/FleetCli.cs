@@ -24,7 +24,7 @@ public static class FleetCli
     /// <summary>Commands whose parsing is their own (<c>Run(string[] args, TextWriter stdout)</c>): listed here, shown in help, args passed through.</summary>
     public static readonly List<(string Name, string Description, Func<string[], TextWriter, int> Run)> PassThrough = new()
     {
-        ("train-head", "Train the default model's head (see: fleet train-head --help-usage).\n" + TrainHeadCommand.Usage, TrainHeadCommand.Run),
+        ("train-head", "Train the default model's head.\n" + TrainHeadCommand.Usage, TrainHeadCommand.Run),
         ("bench", "Benchmarks (figures, not pass/fail).\n" + BenchCommand.Usage, BenchCommand.Run),
     };
 
