@@ -28,16 +28,25 @@ public static class FleetCli
         ("bench", "Benchmarks (figures, not pass/fail).\n" + BenchCommand.Usage, BenchCommand.Run),
     };
 
-    /// <summary>Parses and runs <paramref name="args"/>; SIGINT/SIGTERM cancel the command's token (exit 3).</summary>
+    /// <summary>Commands that wait on the fleet and stop cleanly on their token; any other command ends at once on a signal.</summary>
+    private static readonly HashSet<string> Waiting = new() { "submit", "results", "worker" };
+
+    /// <summary>
+    /// Parses and runs <paramref name="args"/>. For the waiting commands the first SIGINT/SIGTERM cancels the command's
+    /// token (it stops waiting, the job stays recoverable, exit 3); a second one, or a signal to any other command,
+    /// terminates the process as usual.
+    /// </summary>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
         using var signal = new CancellationTokenSource();
+        bool waiting = args.Length > 0 && Waiting.Contains(args[0]);
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
         return Run(args, stdout, stderr, signal.Token);
 
         void Stop(PosixSignalContext context)
         {
+            if (!waiting || signal.IsCancellationRequested) return;
             context.Cancel = true; // do not terminate the process: the command stops its wait and exits 3
             signal.Cancel();
         }

@@ -244,11 +244,6 @@ public sealed record ExplainFlags(
     string? Method, string? Target, string Output, string SoftmaxRule, string Precision, int Steps, string Integration,
     int Samples, IReadOnlyList<string> References, int BatchSize, int? MaxLength)
 {
-    public static ExplainFlags Defaults { get; } = FromRequest(new ExplainRequest());
-
-    public static ExplainFlags FromRequest(ExplainRequest r) =>
-        new(null, r.Target, r.Output, r.SoftmaxRule, r.Precision, r.Steps, r.Integration, r.Samples, Array.Empty<string>(), r.BatchSize, r.MaxLength);
-
     /// <summary>The engine request: the method's default references when none is given.</summary>
     public ExplainRequest ToRequest()
     {

@@ -9,8 +9,9 @@ public sealed record TextWord(string Text, int Start, int End, double Score, IRe
 
 /// <summary>
 /// Merges pieces back into the words of the original text through the tokenizer's character offsets: pieces whose
-/// spans touch (no character between them) form one word, so "don't" (don ' t) and "re-watching" (re - watching) stay
-/// whole, whichever tokenizer split them. Leading whitespace inside a piece's span (byte-level BPE's "Ġ") is not part
+/// spans touch (no character between them) and join within a word (letters, digits, an apostrophe or hyphen between
+/// them) form one word, so "don't" (don ' t) and "re-watching" (re - watching) stay whole, whichever tokenizer split
+/// them, while a full stop or comma after a word stays a word of its own. Leading whitespace inside a piece's span (byte-level BPE's "Ġ") is not part
 /// of the word. Used by the terminal, the HTML report and the JSON <c>words</c> field alike.
 /// </summary>
 public static class WordSpans
@@ -50,7 +51,7 @@ public static class WordSpans
             }
             while (s < e && char.IsWhiteSpace(text[s])) s++;
             if (s == e) s = offsets[i].Start; // a piece of whitespace only keeps its span
-            if (pieces is not null && s <= end)
+            if (pieces is not null && (s < end || s == end && Joins(text, start, end, s)))
             {
                 pieces.Add(i);
                 end = Math.Max(end, e);
@@ -63,6 +64,25 @@ public static class WordSpans
         Flush();
         return words;
     }
+
+    /// <summary>
+    /// Whether a piece starting at <paramref name="next"/> continues the word <c>text[start..end)</c> it touches: letters
+    /// and digits on both sides ("un" + "believably"), or an apostrophe or hyphen between letters or digits ("don" + "'"
+    /// + "t", "re" + "-" + "watching"). Other punctuation ("wonderful" + ".", "it" + ",") is a word of its own.
+    /// </summary>
+    private static bool Joins(string text, int start, int end, int next)
+    {
+        char before = text[end - 1], after = text[next];
+        if (IsWordChar(before) && IsWordChar(after)) return true;
+        if (IsJoiner(after)) return IsWordChar(before) && next + 1 < text.Length && IsWordChar(text[next + 1]);
+        if (IsJoiner(before)) return end - 2 >= start && IsWordChar(text[end - 2]) && IsWordChar(after);
+        return false;
+    }
+
+    private static bool IsWordChar(char c) => char.IsLetterOrDigit(c) || char.IsSurrogate(c) || char.GetUnicodeCategory(c) is
+        System.Globalization.UnicodeCategory.NonSpacingMark or System.Globalization.UnicodeCategory.SpacingCombiningMark;
+
+    private static bool IsJoiner(char c) => c is '\'' or '\u2019' or '-' or '\u2010' or '\u2011';
 
     private static bool IsSpecial(string token, (int Start, int Length) offset) => offset.Length <= 0 || SpecialTokens.Contains(token);
 
