@@ -42,7 +42,7 @@ public static class SubmitCommand
             SubmittedAt = DateTimeOffset.UtcNow,
         };
         using var output = o.Out is null ? null : AtomicFile.Create(o.Out, "--out");
-        using var host = FleetHost.Build(o.Fleet with { ModelId = o.ModelId }, consumeJobs: null, o.Verbose ? LogLevel.Information : LogLevel.Warning);
+        using var host = FleetHost.Build(o.Fleet, consumeJobs: null, o.Verbose ? LogLevel.Information : LogLevel.Warning);
         if (o.NoWait && !FleetHost.UsesRabbitMq(host))
             throw new UsageException("--no-wait needs a broker (--transport rabbitmq): an in-memory job lives only as long as this process");
         try
