@@ -153,6 +153,22 @@ public sealed class CommandLineTests(ITestOutputHelper log) : IDisposable
         }
     }
 
+    [RabbitMqFact]
+    public void WrongBrokerCredentialsAreOneLineAndExitThreeAtOnce()
+    {
+        Prepare();
+        var url = new UriBuilder(Environment.GetEnvironmentVariable("FLEET_TEST_RABBITMQ")!) { UserName = "guest", Password = "not-the-password" };
+        var watch = Stopwatch.StartNew();
+        var (exit, _, stderr) = Run(new[] { "submit", "--rabbitmq", url.Uri.ToString(), "--input", Path.Combine(_dir, "in.txt"), "--out", Path.Combine(_dir, "existing.jsonl") });
+        log.WriteLine($"exit {exit} after {watch.Elapsed.TotalSeconds:0.0} s: {stderr}");
+        Assert.Equal(3, exit);
+        Assert.Contains("refused user 'guest' (wrong user name or password)", stderr);
+        Assert.DoesNotContain("not-the-password", stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(20), "wrong credentials are not retried until the connect timeout");
+        Assert.Equal(Existing, File.ReadAllText(Path.Combine(_dir, "existing.jsonl")));
+    }
+
     [Fact]
     public void HelpOnEveryCommandDocumentsTheExitCodes()
     {
