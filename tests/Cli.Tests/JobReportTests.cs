@@ -70,12 +70,129 @@ public class JobReportTests(ITestOutputHelper output)
     {
         var path = Temp("bad.jsonl", ExplainLine("fine text"), line);
         var html = Path.Combine(Path.GetDirectoryName(path)!, "report.html");
-        var e = Assert.Throws<UsageException>(() => ReportCommand.Run(new[] { path, "--html", html }, TextWriter.Null));
-        Assert.Contains(path, e.Message);
-        Assert.Contains(expected, e.Message);
-        Assert.DoesNotContain('\n', e.Message);
+        var (exit, stdout, stderr) = Fleet("report", path, "--html", html);
+        Assert.Equal(2, exit);
+        Assert.Equal("", stdout);
+        Assert.StartsWith("fleet report: ", stderr);
+        Assert.Contains(path, stderr);
+        Assert.Contains(expected, stderr);
+        Assert.Single(stderr.TrimEnd('\n').Split('\n'));
         Assert.False(File.Exists(html), "no page is written for a bad file");
         Assert.Empty(Directory.GetFiles(Path.GetDirectoryName(path)!, "*.tmp"));
+    }
+
+    private static (int Exit, string Stdout, string Stderr) Fleet(params string[] args)
+    {
+        TestEnvironment.Init();
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int exit = AttributionFleet.Cli.Parsing.FleetCli.Run(args, stdout, stderr, CancellationToken.None);
+        return (exit, stdout.ToString(), stderr.ToString());
+    }
+
+    [Fact]
+    public void ReportIsACommandWithHelpRequiredHtmlAndUsageErrors()
+    {
+        var (helpExit, help, _) = Fleet("report", "--help");
+        Assert.Equal(0, helpExit);
+        foreach (var option in new[] { "RESULTS.jsonl", "--html", "(REQUIRED)", "--title", "--relative-delta-threshold", "[default: 0.0001]", "Exit codes" })
+            Assert.Contains(option, help);
+        var path = Temp("ok.jsonl", ExplainLine("fine text"));
+        var dir = Path.GetDirectoryName(path)!;
+        Assert.Equal(2, Fleet("report", path).Exit); // --html is required
+        Assert.Equal(2, Fleet("report", "--html", Path.Combine(dir, "r.html")).Exit); // and the results file
+        var (missingExit, _, missing) = Fleet("report", Path.Combine(dir, "none.jsonl"), "--html", Path.Combine(dir, "r.html"));
+        Assert.Equal(2, missingExit);
+        Assert.Contains("results file not found", missing);
+        var (dirExit, _, noDir) = Fleet("report", path, "--html", Path.Combine(dir, "no", "such", "r.html"));
+        Assert.Equal(2, dirExit);
+        Assert.Contains("--html", noDir);
+        var (typoExit, _, typo) = Fleet("report", path, "--htm", Path.Combine(dir, "r.html"));
+        Assert.Equal(2, typoExit);
+        Assert.Contains("--html", typo);
+        Assert.Equal(2, Fleet("report", path, "--html", Path.Combine(dir, "r.html"), "--relative-delta-threshold", "-1").Exit);
+        Assert.False(File.Exists(Path.Combine(dir, "r.html")));
+        var (okExit, ok, _) = Fleet("report", path, "--html", Path.Combine(dir, "r.html"), "--title", "job 7");
+        Assert.Equal(0, okExit);
+        Assert.Contains("wrote", ok);
+        Assert.Contains("<title>job 7</title>", File.ReadAllText(Path.Combine(dir, "r.html")));
+    }
+
+    [Fact]
+    public void NullsStatusAndHeadsAreRead()
+    {
+        // explain's non-finite line: numbers null, status non_finite.
+        var nonFinite = """
+            {"id":"n","text":"a b","tokens":["[CLS]","a","b","[SEP]"],"scores":[null,null,null,null],"status":"non_finite",
+             "prediction":{"label":"p","index":0,"probability":null,"head":"single-label","value":null},"target":{"label":"p","index":0},
+             "delta":null,"relative_delta":null,"over_threshold":true,"weak_reference":null,"probability_change":null,
+             "classes":[{"target":{"label":"p","index":0},"scores":[null,null,null,null],"f_x":null,"f_x0":null,"delta":null,"relative_delta":null,"weak_reference":null,"probability_change":null}]}
+            """.ReplaceLineEndings("");
+        // A regression value: no probability by design, not non-finite.
+        var regression = """
+            {"id":"r","text":"a b","tokens":["[CLS]","a","b","[SEP]"],"scores":[0,0.5,-0.25,0],"status":"ok",
+             "prediction":{"label":"LABEL_0","index":0,"probability":null,"head":"regression","value":2.5},"target":{"label":"LABEL_0","index":0},
+             "delta":1e-9,"relative_delta":1e-9,"over_threshold":false,"weak_reference":null,"probability_change":null}
+            """.ReplaceLineEndings("");
+        // The fleet's line for a regression model: no head, status ok, probability null.
+        var fleet = """
+            {"id":"f","text":"a b","tokens":["[CLS]","a","b","[SEP]"],"scores":[0,0.5,-0.25,0],"status":"ok",
+             "prediction":{"label":"LABEL_0","index":0,"probability":null},"target":{"label":"LABEL_0","index":0},
+             "delta":1e-9,"relative_delta":1e-9,"over_threshold":false}
+            """.ReplaceLineEndings("");
+        var rows = JobResults.Read(Temp("heads.jsonl", nonFinite, regression, fleet));
+        Assert.True(rows[0].NonFinite);
+        Assert.True(double.IsNaN(rows[0].Probability!.Value));
+        Assert.True(double.IsNaN(rows[0].Classes[0].Words[0].Score));
+        Assert.False(rows[1].NonFinite);
+        Assert.Null(rows[1].Probability);
+        Assert.Equal(2.5, rows[1].Value);
+        Assert.False(rows[2].NonFinite);
+        Assert.Null(rows[2].Probability);
+        var html = JobReport.Render(rows);
+        Assert.Matches("<div class=\"v\">1</div><div class=\"note\">non-finite", html);
+        Assert.Contains("\"pr\":null,\"v\":2.5", html);
+    }
+
+    [Fact]
+    public void ClassRowsUseTheWordsOfTheLineAndTheFleetsNonFiniteRowsAreNulls()
+    {
+        // explain --json --target all: the class rows are merged into the same words (pieces) as the line's own.
+        var line = """
+            {"id":"w","text":"can't stop","tokens":["[CLS]","can","'","t","stop","[SEP]"],"scores":[0,0.1,0.2,0.3,-0.5,0],
+             "words":[{"text":"[CLS]","start":0,"end":0,"score":0,"pieces":[0],"special":true},{"text":"can't","start":0,"end":5,"score":0.6,"pieces":[1,2,3],"special":false},
+                      {"text":"stop","start":6,"end":10,"score":-0.5,"pieces":[4],"special":false},{"text":"[SEP]","start":0,"end":0,"score":0,"pieces":[5],"special":true}],
+             "prediction":{"label":"positive","index":1,"probability":0.9},"target":{"label":"positive","index":1},"delta":1e-9,"relative_delta":1e-8,
+             "classes":[{"target":{"label":"negative","index":0},"scores":[0,-0.1,-0.2,-0.3,0.5,0]},{"target":{"label":"positive","index":1},"scores":[0,0.1,0.2,0.3,-0.5,0]}]}
+            """.ReplaceLineEndings("");
+        var row = JobResults.Read(Temp("classes.jsonl", line)).Single();
+        Assert.Equal(new[] { "can't", "stop" }, row.Words.Select(w => w.Text));
+        Assert.Equal(new[] { "can't", "stop" }, row.Classes[0].Words.Select(w => w.Text));
+        Assert.Equal(-0.6, row.Classes[0].Words[0].Score, 12);
+
+        // A fleet result whose class row is not finite: status non_finite, every number null, no "NaN" string.
+        var e = HtmlReportTests.Synthetic("cold food");
+        var json = Output.Line(Output.AttributionJson(new TextAttribution
+        {
+            Id = "f", Text = e.Text, Tokens = e.Tokens, Scores = e.Scores,
+            Prediction = new PredictedLabel { Label = "negative", Index = 0, Probability = 0.7 },
+            TargetIndex = 0, TargetLabel = "negative", Output = e.Output, Fx = e.Fx, Fx0 = e.Fx0, Delta = 1e-9, RelativeDelta = 1e-9,
+            Method = "deeplift", SoftmaxRule = "exact", Precision = "float32", WeakReference = true, ProbabilityChange = double.NaN,
+            Classes = new[]
+            {
+                new ClassAttributionRow { TargetIndex = 0, TargetLabel = "negative", Scores = e.Scores, Fx = e.Fx, Fx0 = e.Fx0 },
+                new ClassAttributionRow { TargetIndex = 1, TargetLabel = "positive", Scores = e.Scores.Select(_ => double.NaN).ToArray(), Fx = double.NaN, Fx0 = e.Fx0, Delta = double.NaN },
+            },
+        }));
+        Assert.DoesNotContain("NaN", json);
+        using var doc = System.Text.Json.JsonDocument.Parse(json);
+        Assert.Equal("non_finite", doc.RootElement.GetProperty("status").GetString());
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, doc.RootElement.GetProperty("weak_reference").ValueKind);
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, doc.RootElement.GetProperty("probability_change").ValueKind);
+        var bad = doc.RootElement.GetProperty("classes")[1];
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, bad.GetProperty("f_x").ValueKind);
+        Assert.All(bad.GetProperty("scores").EnumerateArray(), s => Assert.Equal(System.Text.Json.JsonValueKind.Null, s.ValueKind));
+        Assert.True(JobResults.Read(Temp("fleet.jsonl", json)).Single().NonFinite);
     }
 
     [Fact]

@@ -1,33 +1,41 @@
-using System.Globalization;
 using AttributionFleet.Cli.Report;
 
 namespace AttributionFleet.Cli.Commands;
 
-/// <summary><c>fleet report results.jsonl --html report.html</c>: one self-contained page for a whole job (<see cref="JobReport"/>).</summary>
+/// <summary>The typed values of <c>fleet report</c>.</summary>
+public sealed record ReportOptions(string Results, string Html, string? Title, double RelativeDeltaThreshold)
+{
+    /// <summary>The fallback for lines without <c>over_threshold</c>: explain's own default.</summary>
+    public const double DefaultRelativeDeltaThreshold = ExplainOptions.DefaultRelativeDeltaThreshold;
+}
+
+/// <summary><c>fleet report RESULTS.jsonl --html report.html</c>: one self-contained page for a whole job (<see cref="JobReport"/>).</summary>
 public static class ReportCommand
 {
-    public const string Usage =
-        "fleet report RESULTS.jsonl --html report.html [--title TEXT] [--delta-threshold X (default 1e-4, for lines without over_threshold)]";
+    public const string Description =
+        "Render the JSON lines of fleet explain --json or fleet submit --out (fleet results --out) as one self-contained HTML page: " +
+        "label counts, a |delta| histogram, over-threshold, non-finite and weak-reference counts, faithfulness summaries, the words " +
+        "that raise and lower each class most, and every text (searchable, sortable).";
 
-    public static int Run(string[] args, TextWriter stdout)
+    /// <summary>The command-line form (tests, scripts): parsed as <c>fleet report ARGS</c>, errors printed and mapped to exit codes.</summary>
+    public static int Run(string[] args, TextWriter stdout) => Parsing.FleetCli.Run(["report", .. args], stdout, Console.Error, CancellationToken.None);
+
+    /// <summary>Exit 0 with the page written; a missing or malformed results file, or an unwritable --html, is a usage error (2) and writes nothing.</summary>
+    public static int Run(ReportOptions o, TextWriter stdout, CancellationToken cancel = default)
     {
-        var cl = new CommandLine(args, new[] { "html", "title", "delta-threshold" }, Array.Empty<string>());
-        if (cl.Positionals.Count != 1) throw new UsageException("give exactly one results file (the JSON lines of fleet explain --json or fleet submit --out)");
-        var html = cl.Required("html");
-        var options = new JobReportOptions { Source = Path.GetFileName(cl.Positionals[0]) };
-        if (cl.Value("title") is { } title) options = options with { Title = title };
-        if (cl.Value("delta-threshold") is { } v)
-            options = options with
-            {
-                DeltaThreshold = double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) && d >= 0
-                    ? d
-                    : throw new UsageException($"--delta-threshold must be a non-negative number, got '{v}'"),
-            };
+        // The output is checked before the (possibly large) input is read: an unwritable --html fails at once.
+        using var html = AtomicFile.Create(o.Html, "--html");
         List<ReportRow> rows;
-        try { rows = JobResults.Read(cl.Positionals[0]); }
+        try { rows = JobResults.Read(o.Results); }
         catch (ResultsFormatException e) { throw new UsageException(e.Message); }
-        JobReport.Write(html, rows, options);
-        stdout.WriteLine($"wrote {html} ({rows.Count} texts)");
+        cancel.ThrowIfCancellationRequested();
+        var options = new JobReportOptions { Source = Path.GetFileName(o.Results), DeltaThreshold = o.RelativeDeltaThreshold };
+        if (o.Title is not null) options = options with { Title = o.Title };
+        var page = JobReport.Render(rows, options);
+        html.Write(() => html.Writer.Write(page));
+        html.Commit();
+        int nonFinite = rows.Count(r => r.NonFinite);
+        stdout.WriteLine($"wrote {Terminal.Escape(o.Html)} ({rows.Count} texts{(nonFinite > 0 ? $", {nonFinite} non-finite" : "")})");
         return 0;
     }
 }

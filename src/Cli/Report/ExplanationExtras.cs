@@ -12,32 +12,61 @@ public static class ExplanationExtras
 {
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
-    public static object? ClassesJson(Explanation e) => e.Classes?.Select(c => new
+    private static double? N(double v) => NonFinite.OrNull(v);
+    private static double? N(double? v) => v is double d ? NonFinite.OrNull(d) : null;
+
+    /// <summary>
+    /// One row per class (null without <c>--target all</c>); non-finite numbers are null, as everywhere in the JSON.
+    /// <c>weak_reference</c> and <c>probability_change</c> are null where there is no probability to move (a regression
+    /// value) or it is not finite.
+    /// </summary>
+    public static object? ClassesJson(Explanation e) => ClassesJson(e.Classes?.Select(c =>
+        new ClassRow(c.TargetIndex, c.TargetLabel, c.Scores, c.Fx, c.Fx0, c.Delta, c.RelativeDelta, c.Reference?.Weak, c.Reference?.ProbabilityChange)));
+
+    /// <summary>The fleet's rows (<see cref="Contracts.V1.ClassAttributionRow"/>) in the same shape.</summary>
+    public static object? ClassesJson(IEnumerable<Contracts.V1.ClassAttributionRow>? rows) => ClassesJson(rows?.Select(c =>
+        new ClassRow(c.TargetIndex, c.TargetLabel, c.Scores, c.Fx, c.Fx0, c.Delta, c.RelativeDelta, c.WeakReference, c.ProbabilityChange)));
+
+    private sealed record ClassRow(int Index, string Label, IReadOnlyList<double> Scores, double Fx, double Fx0, double Delta, double RelativeDelta, bool? Weak, double? Change);
+
+    private static object? ClassesJson(IEnumerable<ClassRow>? rows) => rows?.Select(c => new
     {
-        target = new { label = c.TargetLabel, index = c.TargetIndex },
-        scores = c.Scores,
-        f_x = c.Fx,
-        f_x0 = c.Fx0,
-        delta = c.Delta,
-        relative_delta = c.RelativeDelta,
-        weak_reference = c.Reference?.Weak,
-        probability_change = c.Reference?.ProbabilityChange,
+        target = new { label = c.Label, index = c.Index },
+        scores = NonFinite.OrNull(c.Scores),
+        f_x = N(c.Fx),
+        f_x0 = N(c.Fx0),
+        delta = N(c.Delta),
+        relative_delta = N(c.RelativeDelta),
+        weak_reference = c.Change is double d && double.IsFinite(d) ? c.Weak : null,
+        probability_change = N(c.Change),
     }).ToList();
 
-    public static object? FaithfulnessJson(FaithfulnessResult? f) => f is null ? null : new
+    public static object? FaithfulnessJson(FaithfulnessResult? f) => f is null ? null : FaithfulnessJson(
+        f.Fractions, f.Tokens, f.Comprehensiveness, f.Sufficiency, f.ComprehensivenessMean, f.SufficiencyMean, f.AopcDeletion,
+        f.AopcInsertion, f.CurvePoints, f.Probability, f.PerturbedInputs, f.Milliseconds);
+
+    /// <summary>The fleet's faithfulness (<see cref="Contracts.V1.TextFaithfulness"/>) in the same shape.</summary>
+    public static object? FaithfulnessJson(Contracts.V1.TextFaithfulness? f) => f is null ? null : FaithfulnessJson(
+        f.Fractions, f.Tokens, f.Comprehensiveness, f.Sufficiency, f.ComprehensivenessMean, f.SufficiencyMean, f.AopcDeletion,
+        f.AopcInsertion, f.CurvePoints, f.Probability, f.PerturbedInputs, f.Milliseconds);
+
+    private static object FaithfulnessJson(
+        IEnumerable<double> fractions, IEnumerable<int> tokens, IEnumerable<double> comprehensiveness, IEnumerable<double> sufficiency,
+        double comprehensivenessMean, double sufficiencyMean, double aopcDeletion, double aopcInsertion, int curvePoints,
+        double probability, int perturbedInputs, double milliseconds) => new
     {
-        fractions = f.Fractions,
-        tokens = f.Tokens,
-        comprehensiveness = f.Comprehensiveness,
-        sufficiency = f.Sufficiency,
-        comprehensiveness_mean = f.ComprehensivenessMean,
-        sufficiency_mean = f.SufficiencyMean,
-        aopc_deletion = f.AopcDeletion,
-        aopc_insertion = f.AopcInsertion,
-        curve_points = f.CurvePoints,
-        probability = f.Probability,
-        perturbed_inputs = f.PerturbedInputs,
-        milliseconds = f.Milliseconds,
+        fractions,
+        tokens,
+        comprehensiveness = NonFinite.OrNull(comprehensiveness),
+        sufficiency = NonFinite.OrNull(sufficiency),
+        comprehensiveness_mean = N(comprehensivenessMean),
+        sufficiency_mean = N(sufficiencyMean),
+        aopc_deletion = N(aopcDeletion),
+        aopc_insertion = N(aopcInsertion),
+        curve_points = curvePoints,
+        probability = N(probability),
+        perturbed_inputs = perturbedInputs,
+        milliseconds,
     };
 
     /// <summary>The line the terminal prints when the reference is weak (null when it is not).</summary>

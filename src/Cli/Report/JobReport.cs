@@ -34,23 +34,9 @@ public static class JobReport
 {
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
-    /// <summary>Writes the page atomically: a temporary file beside the target, then a rename over it.</summary>
-    public static void Write(string path, IReadOnlyList<ReportRow> rows, JobReportOptions options)
-    {
-        var full = Path.GetFullPath(path);
-        var dir = Path.GetDirectoryName(full)!;
-        if (!Directory.Exists(dir)) throw new UsageException($"--html: folder not found: {dir}");
-        var temp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllText(temp, Render(rows, options), new UTF8Encoding(false));
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
-    }
+    /// <summary>Writes the page whole or not at all (<see cref="AtomicFile"/>: a temporary file beside the target, renamed over it).</summary>
+    public static void Write(string path, IReadOnlyList<ReportRow> rows, JobReportOptions options) =>
+        AtomicFile.WriteAllText(path, "--html", Render(rows, options));
 
     public static string Render(IReadOnlyList<ReportRow> rows, JobReportOptions? options = null)
     {
@@ -216,7 +202,13 @@ public static class JobReport
                 json.WriteEndArray();
                 json.WriteString("p", r.Label);
                 json.WritePropertyName("pr");
-                Num(json, r.Probability);
+                if (r.Probability is double probability) Num(json, probability);
+                else json.WriteNullValue(); // the head has none (a regression value): "v" is the value
+                if (r.Value is double value && r.Probability is null)
+                {
+                    json.WritePropertyName("v");
+                    Num(json, value);
+                }
                 json.WriteString("g", r.Target);
                 json.WritePropertyName("d");
                 Num(json, r.Delta);
@@ -279,6 +271,8 @@ public static class JobReport
           var PAGE = 200, order = [], shown = 0;
           function num(x) { return typeof x === 'string' ? Number(x) : x; }
           function fmt(x, digits) { x = num(x); return isFinite(x) ? x.toExponential(digits) : String(x); }
+          function fixed(x) { x = num(x); return isFinite(x) ? x.toFixed(4) : String(x); }
+          function prob(x) { x = num(x); return x === null || isNaN(x) ? -Infinity : x; }
           function colour(s) {
             s = Math.max(-1, Math.min(1, s)); var a = Math.abs(s), c = s >= 0 ? [26, 152, 80] : [215, 48, 39];
             function mix(v) { return Math.round(255 + (v - 255) * a); }
@@ -305,7 +299,8 @@ public static class JobReport
             if (r.o) note(td, '⚠ relative delta ' + fmt(r.r, 2) + ' is over the threshold: the scores do not add up to f(x) − f(x0)', 'warn');
             if (r.n) note(td, '⚠ non-finite values in this result', 'warn');
             if (r.k) note(td, '⚠ weak reference: the scores may add up exactly and still say little', 'warn');
-            var p = cell(tr, null); p.textContent = r.p; note(p, 'p = ' + num(r.pr).toFixed(4));
+            var p = cell(tr, null); p.textContent = r.p;
+            note(p, r.pr !== null ? 'p = ' + fixed(r.pr) : r.v !== undefined ? 'value = ' + fixed(r.v) : 'no probability');
             cell(tr, r.g);
             var d = cell(tr, null, 'num'); d.textContent = 'delta ' + fmt(r.d, 2); note(d, 'relative ' + fmt(r.r, 2));
             return tr;
@@ -320,9 +315,9 @@ public static class JobReport
           function key(mode) {
             if (mode === 'delta') return function (a, b) { return absNum(rows[b].d) - absNum(rows[a].d) || a - b; };
             if (mode === 'rel') return function (a, b) { return absNum(rows[b].r) - absNum(rows[a].r) || a - b; };
-            if (mode === 'prob') return function (a, b) { return num(rows[b].pr) - num(rows[a].pr) || a - b; };
-            if (mode === 'probasc') return function (a, b) { return num(rows[a].pr) - num(rows[b].pr) || a - b; };
-            if (mode === 'pred') return function (a, b) { return rows[a].p < rows[b].p ? -1 : rows[a].p > rows[b].p ? 1 : num(rows[b].pr) - num(rows[a].pr) || a - b; };
+            if (mode === 'prob') return function (a, b) { return prob(rows[b].pr) - prob(rows[a].pr) || a - b; };
+            if (mode === 'probasc') return function (a, b) { return prob(rows[a].pr) - prob(rows[b].pr) || a - b; };
+            if (mode === 'pred') return function (a, b) { return rows[a].p < rows[b].p ? -1 : rows[a].p > rows[b].p ? 1 : prob(rows[b].pr) - prob(rows[a].pr) || a - b; };
             return null;
           }
           function absNum(x) { x = Math.abs(num(x)); return isNaN(x) ? Infinity : x; }

@@ -15,7 +15,7 @@ namespace AttributionFleet.Engine.Attribution;
 public static class EveryTarget
 {
     /// <summary>One <see cref="AttributionOutput"/> per class, in class order; every row of output c explains class c.</summary>
-    public static IReadOnlyList<AttributionOutput> Attribute(IAttributionMethod method, TransformerClassifier model, AttributionBatch batch, MethodOptions options)
+    public static IReadOnlyList<AttributionOutput> Attribute(IAttributionMethod method, ITextModel model, AttributionBatch batch, MethodOptions options)
     {
         int classes = model.OutputSize;
         if (method is DeepLift && batch.ReferenceEmbeddings.Count == 1)
@@ -27,7 +27,7 @@ public static class EveryTarget
     }
 
     /// <summary>DeepLift, every class from one forward pass, in passes of <see cref="DeepLift.TextsPerPass"/> texts (as DeepLift).</summary>
-    internal static IReadOnlyList<AttributionOutput> OnePass(TransformerClassifier model, AttributionBatch batch, Tensor reference, MethodOptions options)
+    internal static IReadOnlyList<AttributionOutput> OnePass(ITextModel model, AttributionBatch batch, Tensor reference, MethodOptions options)
     {
         long n = batch.Size, per = DeepLift.TextsPerPass(model.Config, batch.Ids.shape[1], model.DType, options, n, batch.Ids.device.type);
         if (n <= per) return Chunk(model, batch, reference, options);
@@ -50,7 +50,7 @@ public static class EveryTarget
         return joined;
     }
 
-    private static IReadOnlyList<AttributionOutput> Chunk(TransformerClassifier model, AttributionBatch batch, Tensor reference, MethodOptions options)
+    private static IReadOnlyList<AttributionOutput> Chunk(ITextModel model, AttributionBatch batch, Tensor reference, MethodOptions options)
     {
         using var scope = NewDisposeScope();
         using var grad = enable_grad();

@@ -13,7 +13,9 @@ namespace AttributionFleet.Engine.Faithfulness;
 /// position first). A token is removed by putting the reference's word embedding at its position (the same
 /// reference the scores were taken against: <c>[PAD]</c>, <c>[MASK]</c>, <c>[UNK]</c>, the zero embedding or a
 /// custom text's token; with several references, the first); the specials always stay. With <c>p</c> the
-/// probability of the explained class c and <c>top(k)</c> the k highest-ranked tokens:
+/// probability of the explained class c as the head means it (single-label: softmax; multi-label: the label's sigmoid;
+/// a regression head has no probability: <c>p</c> is then the value itself, in output units) and <c>top(k)</c> the k
+/// highest-ranked tokens:
 /// <list type="bullet">
 /// <item>comprehensiveness@k = p(x) − p(x with top(k) removed) (ERASER, DeYoung et al. 2020);</item>
 /// <item>sufficiency@k = p(x) − p(x with every token but top(k) removed);</item>
@@ -33,10 +35,10 @@ public sealed class FaithfulnessEvaluator
     public int RowsPerPass { get; init; } = 64;
 
     private readonly TextExplainer _explainer;
-    private readonly TransformerClassifier _model;
+    private readonly ITextModel _model;
     private readonly string _reference;
 
-    public FaithfulnessEvaluator(TextExplainer explainer, TransformerClassifier model, ExplainRequest request)
+    public FaithfulnessEvaluator(TextExplainer explainer, ITextModel model, ExplainRequest request)
     {
         _explainer = explainer;
         _model = model;
@@ -81,7 +83,8 @@ public sealed class FaithfulnessEvaluator
                 var removed = tensor(chunk.SelectMany(r => r.Removed).ToArray(), device: _model.Device).reshape(count, length, 1);
                 var input = where(removed, reference, embeddings.index_select(0, texts));
                 var mask = ones(count, length, dtype: ScalarType.Int64, device: _model.Device);
-                var probs = _model.Forward(PlainOps.Instance, new Act(input), mask).X.to_type(ScalarType.Float64).softmax(1);
+                var outputs = _model.Forward(PlainOps.Instance, new Act(input), mask).X.to_type(ScalarType.Float64);
+                var probs = HeadOutputs.Probabilities(outputs, _model.Problem) ?? outputs;
                 var classes = tensor(chunk.Select(r => (long)plans[r.Text].Target).ToArray(), dtype: ScalarType.Int64, device: _model.Device);
                 probs.gather(1, classes.unsqueeze(1)).squeeze(1).cpu().data<double>().ToArray().CopyTo(probability, start);
             }

@@ -28,7 +28,8 @@ public sealed record ExplainRequest
     public const string AllTargets = "all";
     public bool ExplainsEveryTarget => string.Equals(Target, AllTargets, StringComparison.OrdinalIgnoreCase);
     /// <summary>|p_c(x) − p_c(x0)| below this flags the result's reference as weak (see <see cref="ReferenceCheck"/>).</summary>
-    public double WeakReferenceThreshold { get; init; } = 0.05;
+    public double WeakReferenceThreshold { get; init; } = DefaultWeakReferenceThreshold;
+    public const double DefaultWeakReferenceThreshold = 0.05;
     /// <summary>Also measure the scores' faithfulness (comprehensiveness, sufficiency, AOPC; see <see cref="Faithfulness.FaithfulnessEvaluator"/>).</summary>
     public bool Faithfulness { get; init; }
 

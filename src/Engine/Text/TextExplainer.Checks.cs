@@ -1,4 +1,5 @@
 using AttributionFleet.Engine.Attribution;
+using AttributionFleet.Engine.Checkpoints;
 using AttributionFleet.Engine.Faithfulness;
 using AttributionFleet.Engine.Ops;
 using static TorchSharp.torch;
@@ -7,30 +8,17 @@ namespace AttributionFleet.Engine.Text;
 
 public sealed partial class TextExplainer
 {
-    /// <summary>The checks every explanation gets after its scores: the reference check and, when asked, faithfulness.</summary>
+    /// <summary>
+    /// The checks every explanation gets after its scores: the reference check (heads with probabilities: single-label
+    /// softmax, multi-label sigmoid; a regression value or an embedding has no probability to move, so no check, null)
+    /// and, when asked, faithfulness.
+    /// </summary>
     private Explanation[] Checked(Explanation[] results, ExplainRequest request)
     {
         var model = Model.For(request.ParsePrecision());
         if (!model.HasClassifier) return results;
-        var referenceProbabilities = new Dictionary<int, double[]>();
-        for (int i = 0; i < results.Length; i++)
-        {
-            var e = results[i];
-            int length = e.Tokens.Length;
-            if (!referenceProbabilities.TryGetValue(length, out var p0))
-                referenceProbabilities[length] = p0 = ReferenceProbabilities(request, length, model);
-            var p = e.Probabilities ?? throw new InvalidOperationException("an explanation without its probabilities cannot be checked");
-            ReferenceCheck Check(int c)
-            {
-                double change = p[c] - p0[c];
-                return new ReferenceCheck(change, request.WeakReferenceThreshold, !(Math.Abs(change) >= request.WeakReferenceThreshold));
-            }
-            results[i] = e with
-            {
-                Reference = Check(e.TargetIndex),
-                Classes = e.Classes?.Select(c => c with { Reference = Check(c.TargetIndex) }).ToList(),
-            };
-        }
+        if (model.Problem is ProblemType.SingleLabel or ProblemType.MultiLabel)
+            CheckReferences(results, request, model);
         if (request.Faithfulness)
         {
             var tokenized = Tokenize(results.Select(r => r.Text).ToList(), request.MaxLength);
@@ -40,8 +28,34 @@ public sealed partial class TextExplainer
         return results;
     }
 
-    /// <summary>softmax(f(x0)) for the references of one token length, averaged over the references (plain forward, one row each).</summary>
-    private double[] ReferenceProbabilities(ExplainRequest request, int length, Models.TransformerClassifier model)
+    private void CheckReferences(Explanation[] results, ExplainRequest request, Models.ITextModel model)
+    {
+        var referenceProbabilities = new Dictionary<int, double[]>();
+        for (int i = 0; i < results.Length; i++)
+        {
+            var e = results[i];
+            int length = e.Tokens.Length;
+            if (!referenceProbabilities.TryGetValue(length, out var p0))
+                referenceProbabilities[length] = p0 = ReferenceProbabilities(request, length, model);
+            var p = e.Probabilities ?? throw new InvalidOperationException("an explanation without its probabilities cannot be checked");
+            // A non-finite probability (of the text or of the reference) is no check at all: null, never a NaN "weak".
+            ReferenceCheck? Check(int c)
+            {
+                double change = p[c] - p0[c];
+                return double.IsFinite(change)
+                    ? new ReferenceCheck(change, request.WeakReferenceThreshold, Math.Abs(change) < request.WeakReferenceThreshold)
+                    : null;
+            }
+            results[i] = e with
+            {
+                Reference = Check(e.TargetIndex),
+                Classes = e.Classes?.Select(c => c with { Reference = Check(c.TargetIndex) }).ToList(),
+            };
+        }
+    }
+
+    /// <summary>The head's probabilities at f(x0) (softmax, or a sigmoid per label) for the references of one token length, averaged over the references (plain forward, one row each).</summary>
+    private double[] ReferenceProbabilities(ExplainRequest request, int length, Models.ITextModel model)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
@@ -50,7 +64,7 @@ public sealed partial class TextExplainer
         foreach (var reference in request.References)
         {
             var logits = model.Forward(PlainOps.Instance, new Act(ReferenceEmbeddings(reference, length, model)), mask).X;
-            var probs = logits.to_type(ScalarType.Float64).softmax(1).cpu();
+            var probs = HeadOutputs.Probabilities(logits.to_type(ScalarType.Float64), model.Problem)!.cpu();
             sum = sum is null ? probs : sum + probs;
         }
         return (sum! / request.References.Count)[0].data<double>().ToArray();

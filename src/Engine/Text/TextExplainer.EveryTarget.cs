@@ -6,25 +6,31 @@ namespace AttributionFleet.Engine.Text;
 public sealed partial class TextExplainer
 {
     /// <summary>
-    /// <c>--target all</c>: every text explained for every class (<see cref="EveryTarget"/>: DeepLift from one forward
-    /// pass). Each result's <see cref="Explanation.Classes"/> holds one row per class; its top-level fields are the row
-    /// of the predicted class, so a reader that knows nothing of the other classes still reads a consistent result.
+    /// <c>--target all</c>: every text explained for every output of the head (<see cref="EveryTarget"/>: DeepLift from one
+    /// forward pass): each class of a single-label head, each label of a multi-label head (its logit or sigmoid), each
+    /// value of a regression head. Each result's <see cref="Explanation.Classes"/> holds one row per output; its top-level
+    /// fields are the row of the prediction (the most probable label, or value 0 of a regression head), so a reader that
+    /// knows nothing of the other rows still reads a consistent result.
     /// </summary>
     private Explanation[] ExplainEveryTarget(IReadOnlyList<string> texts, ExplainRequest request)
     {
         var method = AttributionMethods.Create(request.Method);
+        var precision = request.ParsePrecision();
+        var model = Model.For(precision);
+        // The head decides what each class's scalar is (multi-label: the label's logit or sigmoid; regression: the value).
+        var (outputKind, outputName) = HeadOutputs.Resolve(model.Problem, request.ParseOutput(), request.Output);
         var options = new MethodOptions
         {
-            Output = request.ParseOutput(),
+            Output = outputKind,
             SoftmaxRule = request.ParseSoftmaxRule(),
             Steps = request.Steps,
             Integration = request.ParseIntegration(),
             Samples = request.Samples,
             PassMemoryBytes = request.PassMemoryMB is int mb ? (long)mb << 20 : null,
         };
-        var model = Model.For(request.ParsePrecision());
+        PrecisionSupport.Check(precision, Model.Device.type == TorchSharp.DeviceType.CUDA);
         if (!model.HasClassifier)
-            throw new AttributionRequestException("target", "target 'all' explains every class of a classifier; this model has none: name an output dimension as target");
+            throw new AttributionRequestException("target", "target 'all' explains every output of a head; this model is a bare encoder: name an output dimension as target");
         var tokenized = Tokenize(texts, request.MaxLength);
         var results = new Explanation[texts.Count];
         foreach (var bucket in Buckets(tokenized, request.BatchSize))
@@ -43,7 +49,8 @@ public sealed partial class TextExplainer
                 span?.SetTag("engine.targets", "all");
                 outputs = EveryTarget.Attribute(method, model, new AttributionBatch(ids, ones_like(ids), references, null), options);
             }
-            var probs = Rows(outputs[0].Logits.softmax(1));
+            var logitRows = Rows(outputs[0].Logits);
+            var probs = HeadOutputs.Probabilities(outputs[0].Logits, model.Problem) is { } pr ? Rows(pr) : null;
             var perClass = outputs.Select(o => (Scores: Rows(o.Scores), Fx: o.Fx.data<double>().ToArray(),
                 Fx0: o.Fx0.data<double>().ToArray(), Delta: o.Delta.data<double>().ToArray())).ToList();
             for (int j = 0; j < items.Count; j++)
@@ -55,11 +62,11 @@ public sealed partial class TextExplainer
                     double rel = o.Delta[j] == 0 ? 0 : Math.Abs(o.Delta[j]) / Math.Max(change, 1e-300);
                     return new ClassAttribution(c, LabelOf(c), o.Scores[j], o.Fx[j], o.Fx0[j], o.Delta[j], rel);
                 }).ToList();
-                var prediction = MakePrediction(probs[j]);
+                var prediction = MakePrediction(logitRows[j], probs?[j], model);
                 var main = classes[prediction.Index];
                 results[bucket[j]] = new Explanation(t.Text, t.Tokens, t.Offsets, main.Scores, prediction, main.TargetIndex, main.TargetLabel,
-                    request.Output, main.Fx, main.Fx0, main.Delta, main.RelativeDelta, request.Method, request.SoftmaxRule, request.Precision,
-                    t.Truncated) { Probabilities = probs[j], Classes = classes };
+                    outputName, main.Fx, main.Fx0, main.Delta, main.RelativeDelta, request.Method, request.SoftmaxRule, request.Precision,
+                    t.Truncated) { Probabilities = probs?[j], Classes = classes };
             }
         }
         return results;

@@ -2,9 +2,18 @@ using AttributionFleet.Engine.Tokenization;
 
 namespace AttributionFleet.Engine.Text;
 
-/// <summary>The model's decision for one text.</summary>
-public sealed record Prediction(string Label, int Index, double Probability);
+/// <summary>
+/// The model's decision for one text. <see cref="Head"/>: what the outputs mean (single-label, multi-label, regression,
+/// embedding). <see cref="Probability"/> is NaN where the head has none (regression, embedding); <see cref="Value"/> is
+/// then the output itself.
+/// </summary>
+public sealed record Prediction(string Label, int Index, double Probability)
+{
+    public string Head { get; init; } = "single-label";
+    public double? Value { get; init; }
+}
 
+/// <summary><see cref="Probabilities"/> as the head means them (softmax, or a sigmoid per label); empty for regression and embeddings.</summary>
 public sealed record PredictionResult(string Text, string[] Tokens, Prediction Prediction, double[] Probabilities, double[] Logits, bool Truncated);
 
 /// <summary>
@@ -28,11 +37,11 @@ public sealed record Explanation(
     string Precision,
     bool Truncated)
 {
-    /// <summary>softmax(f(x)) over every class (null when the explaining path did not keep it).</summary>
+    /// <summary>The head's probabilities at x (softmax, or a sigmoid per label); null for a regression value or an embedding.</summary>
     public double[]? Probabilities { get; init; }
     /// <summary><c>--target all</c>: one attribution row per class, in class order (null otherwise).</summary>
     public IReadOnlyList<ClassAttribution>? Classes { get; init; }
-    /// <summary>The reference check (issue #16 item 4); null for a model without a classifier.</summary>
+    /// <summary>The reference check (issue #16 item 4); null without probabilities (regression values, embeddings) or when they are not finite.</summary>
     public ReferenceCheck? Reference { get; init; }
     /// <summary>Faithfulness of the scores (<c>--faithfulness</c>); null when not asked for.</summary>
     public Faithfulness.FaithfulnessResult? Faithfulness { get; init; }
@@ -45,7 +54,8 @@ public sealed record ClassAttribution(int TargetIndex, string TargetLabel, doubl
 }
 
 /// <summary>
-/// Baseline sanity: <c>ProbabilityChange = p_c(x) − p_c(x0)</c> for the explained class c (the mean over the references
+/// Baseline sanity: <c>ProbabilityChange = p_c(x) − p_c(x0)</c> for the explained class c (softmax; a multi-label head's
+/// label: its sigmoid; p_c(x0) the mean over the references
 /// when there are several). <c>Weak</c> when its magnitude is below <c>Threshold</c>: the scores may add up exactly and
 /// still say little, because the reference already scores the class about as the text does.
 /// </summary>

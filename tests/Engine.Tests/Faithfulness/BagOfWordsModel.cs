@@ -48,25 +48,25 @@ public sealed class BagOfWordsModel : IDisposable
         using (var model = RandomModels.Create(config, seed: 1))
         using (no_grad())
         {
-            model.WordEmbeddingTable.zero_();
+            var w = model.Weights; // by role (the architecture's WeightTable); Q, K and V are views into one stack
+            w["word"].zero_();
             void Set(int id, string word)
             {
                 var (a, b) = Embeddings[word];
-                model.WordEmbeddingTable[id] = tensor(new[] { (float)a, (float)-a, (float)b, (float)-b });
+                w["word"][id] = tensor(new[] { (float)a, (float)-a, (float)b, (float)-b });
             }
             for (int i = 0; i < Vocabulary.Length; i++) Set(200 + i, Vocabulary[i]);
             Set(0, "[PAD]");
             Set(101, "[CLS]");
             Set(102, "[SEP]");
-            model.PositionEmbeddings.zero_();
-            model.TokenTypeEmbeddings!.zero_();
-            var layer = model.Layers[0];
-            foreach (var t in new[] { layer.Qkv!, layer.QkvBias!, layer.AttentionOut, layer.AttentionOutBias, layer.Intermediate, layer.IntermediateBias, layer.Output, layer.OutputBias })
-                t.zero_();
-            model.Classifier!.zero_();
-            model.Classifier[1] = tensor(new[] { (float)Weights[0], 0f, (float)Weights[1], 0f });
-            model.ClassifierBias![0] = (float)Bias[0];
-            model.ClassifierBias[1] = (float)Bias[1];
+            w["position"].zero_();
+            w["type"].zero_();
+            foreach (var part in new[] { "q", "k", "v", "q.b", "k.b", "v.b", "o", "o.b", "ff1", "ff1.b", "ff2", "ff2.b" })
+                w["L0." + part].zero_();
+            w["cls"].zero_();
+            w["cls"][1] = tensor(new[] { (float)Weights[0], 0f, (float)Weights[1], 0f });
+            w["cls.b"][0] = (float)Bias[0];
+            w["cls.b"][1] = (float)Bias[1];
             RandomModels.Save(model, _dir);
         }
         Loaded = LoadedModel.Load(_dir, CPU);
