@@ -12,6 +12,7 @@ var commands = new Dictionary<string, (Func<string[], TextWriter, int> Run, stri
     ["explain"] = (ExplainCommand.Run, ExplainCommand.Usage),
     ["import-onnx"] = (ImportOnnxCommand.Run, ImportOnnxCommand.Usage),
     ["train-head"] = (TrainHeadCommand.Run, TrainHeadCommand.Usage),
+    ["train-default"] = (TrainDefaultCommand.Run, TrainDefaultCommand.Usage),
     ["bench"] = (BenchCommand.Run, BenchCommand.Usage),
     ["submit"] = (SubmitCommand.Run, SubmitCommand.Usage),
     ["results"] = (ResultsCommand.Run, ResultsCommand.Usage),
