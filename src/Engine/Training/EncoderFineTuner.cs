@@ -12,12 +12,15 @@ namespace AttributionFleet.Engine.Training;
 /// <summary>How the top of the encoder is fine-tuned. The defaults are the ones the committed default model was trained with.</summary>
 public sealed record FineTuneOptions
 {
-    /// <summary>How many of the encoder's top layers are fine-tuned; the layers below stay frozen.</summary>
-    public int TrainedLayers { get; init; } = 2;
-    /// <summary>Rank r of each linear map's delta B·A.</summary>
-    public int Rank { get; init; } = 8;
-    /// <summary>Passes over the training texts.</summary>
-    public int Epochs { get; init; } = 6;
+    /// <summary>
+    /// How many of the encoder's top layers are fine-tuned; the layers below (and the embeddings, always) stay frozen.
+    /// All 6 of MiniLM's: on data/sentiment/validation.jsonl, 2 layers (rank 8) reached 0.88–0.90, 6 layers 0.93–0.94.
+    /// </summary>
+    public int TrainedLayers { get; init; } = 6;
+    /// <summary>Rank r of each linear map's delta B·A. 4 keeps the committed file under 1 MB for 6 layers (rank 8: 1.3 MB).</summary>
+    public int Rank { get; init; } = 4;
+    /// <summary>Passes over the training texts (validation accuracy peaked at 3–4 of 5).</summary>
+    public int Epochs { get; init; } = 4;
     /// <summary>Texts per optimiser step.</summary>
     public int BatchSize { get; init; } = 16;
     /// <summary>Adam's step size at the start; it falls linearly to zero over the run.</summary>
