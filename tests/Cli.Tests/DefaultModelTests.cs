@@ -162,6 +162,8 @@ public class DefaultModelTests(ITestOutputHelper output)
             Assert.Equal(new long[] { 2, 384 }, weights.Entries["classifier.weight"].Shape);
             Assert.Equal(new long[] { 2 }, weights.Entries["classifier.bias"].Shape);
         }
+        // The stamp names the committed delta by SHA-256: a new delta means a new stamp, so the folder is rebuilt.
+        Assert.Contains(HeadTrainer.Sha256(Path.Combine(DefaultModel.HeadDir, EncoderDelta.WeightsFile)), File.ReadAllText(Path.Combine(folder, DefaultModel.StampFile)));
         // A second call reuses the folder instead of rebuilding it.
         var written = File.GetLastWriteTimeUtc(Path.Combine(folder, "model.safetensors"));
         Assert.Equal(folder, DefaultModel.EnsureFolder());

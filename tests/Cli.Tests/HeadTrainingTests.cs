@@ -127,6 +127,40 @@ public class HeadTrainingTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void TrainDefaultTrainsOnASubsetAndReportsTheHeldOutAccuracy()
+    {
+        var dir = Directory.CreateTempSubdirectory("fleet-train-default-").FullName;
+        try
+        {
+            int code;
+            string stdout;
+            // --threads as they are: libtorch's thread count is process-wide and other tests run beside this one.
+            lock (TestEnvironment.EncoderGate)
+                (code, stdout) = TestEnvironment.Run(Commands.TrainDefaultCommand.Run, "--limit", "8", "--epochs", "1", "--layers", "1", "--rank", "1",
+                    "--threads", get_num_threads().ToString(), "--out", dir);
+            output.WriteLine(stdout);
+            Assert.Equal(0, code);
+            Assert.Contains("epoch 1: loss ", stdout);
+            Assert.Matches(@"held-out accuracy 0\.\d{4} on \d+ texts", stdout);
+            using var delta = EncoderDelta.Load(dir);
+            Assert.Equal(new[] { 5 }, delta.Layers);
+            Assert.Equal(1, delta.Rank);
+            using var info = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, EncoderDelta.InfoFile)));
+            Assert.Equal(16, info.RootElement.GetProperty("train_examples").GetInt32());
+            Assert.InRange(info.RootElement.GetProperty("test_accuracy").GetDouble(), 0, 1);
+
+            // Bad input is one usage error naming what is wrong.
+            var e = Assert.Throws<UsageException>(() => Commands.TrainDefaultCommand.Run(new[] { "--data", Path.Combine(dir, "missing") }, new StringWriter()));
+            Assert.Contains("missing", e.Message);
+            Assert.Throws<UsageException>(() => Commands.TrainDefaultCommand.Run(new[] { "--rank", "0" }, new StringWriter()));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void HeadTrainingIsDeterministic()
     {
         var subset = Subset();

@@ -50,8 +50,6 @@ public static class TrainDefaultCommand
         if (threads < 1) throw new UsageException("--threads must be positive");
         int limit = cl.Int("limit", int.MaxValue);
         if (limit < 1) throw new UsageException("--limit must be positive");
-        // One thread by default: the same bits on every run (a BLAS may split sums by thread count), and kind to shared CPUs.
-        set_num_threads(threads);
 
         var paths = new[] { "train", "validation", "test" }.ToDictionary(n => n, n => Path.Combine(data, n + ".jsonl"));
         List<LabeledText> Read(string path)
@@ -69,6 +67,8 @@ public static class TrainDefaultCommand
             try { HeadTrainer.LabelIndices(rows, Labels); }
             catch (FormatException e) { throw new UsageException($"{paths[name]}: {e.Message}"); }
 
+        // One thread by default: the same bits on every run (a BLAS may split sums by thread count), and kind to shared CPUs.
+        set_num_threads(threads);
         var encoderDir = MiniLmAssets.EnsureImported();
         var baseWeights = Path.Combine(encoderDir, ModelLoader.WeightsFile);
         using var encoder = LoadedModel.Load(encoderDir, CPU);
