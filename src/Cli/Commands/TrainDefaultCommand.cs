@@ -140,7 +140,7 @@ public static class TrainDefaultCommand
     }
 
     /// <summary>Predicted label of each text by a classifier (plain inference, texts grouped by length).</summary>
-    public static string[] Predict(TransformerClassifier model, ITextTokenizer tokenizer, IReadOnlyList<string> texts, int maxLength)
+    public static string[] Predict(ITextModel model, ITextTokenizer tokenizer, IReadOnlyList<string> texts, int maxLength)
     {
         var tokenized = texts.Select(t => tokenizer.Encode(t, Math.Min(maxLength, model.Config.MaxSequenceLength))).ToList();
         var result = new string[texts.Count];
@@ -159,7 +159,7 @@ public static class TrainDefaultCommand
     }
 
     /// <summary>Accuracy on <paramref name="rows"/>; lists the misclassified texts on <paramref name="log"/> when given.</summary>
-    public static double Evaluate(TransformerClassifier model, ITextTokenizer tokenizer, IReadOnlyList<LabeledText> rows, int maxLength, TextWriter? log)
+    public static double Evaluate(ITextModel model, ITextTokenizer tokenizer, IReadOnlyList<LabeledText> rows, int maxLength, TextWriter? log)
     {
         var predicted = Predict(model, tokenizer, rows.Select(r => r.Text).ToList(), maxLength);
         int correct = 0;
@@ -172,7 +172,7 @@ public static class TrainDefaultCommand
     }
 
     /// <summary>Prints each README example's label; returns how many are wrong.</summary>
-    private static int CheckExamples(TransformerClassifier model, ITextTokenizer tokenizer, int maxLength, TextWriter stdout)
+    private static int CheckExamples(ITextModel model, ITextTokenizer tokenizer, int maxLength, TextWriter stdout)
     {
         var predicted = Predict(model, tokenizer, DefaultModel.Examples.Select(e => e.Text).ToList(), maxLength);
         int wrong = 0;

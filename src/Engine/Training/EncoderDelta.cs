@@ -64,11 +64,47 @@ public sealed class EncoderDelta : IDisposable
     public static Tensor Merge(Tensor weight, Tensor a, Tensor b) => weight + b.matmul(a);
 
     /// <summary>
-    /// The base encoder with the delta merged and the head attached: a MeanPoolingClassifier. Unchanged layers and the
-    /// embeddings are shared with <paramref name="encoder"/>, not copied; the merged tensors belong to the caller's
-    /// dispose scope.
+    /// The model's weight roles (see <see cref="Architectures.PostNormEncoder.PostNormEncoderArchitecture"/>) behind a
+    /// map: the map's matrix is Q, K and V stacked ("qkv") or one role, its bias likewise.
     /// </summary>
-    public TransformerClassifier Apply(TransformerClassifier encoder)
+    public static string[] RolesOf(string map) => map switch
+    {
+        "qkv" => new[] { "q", "k", "v" },
+        "attention_output" => new[] { "o" },
+        "intermediate" => new[] { "ff1" },
+        "output" => new[] { "ff2" },
+        _ => throw new ArgumentOutOfRangeException(nameof(map)),
+    };
+
+    /// <summary>The role of a replaced vector other than qkv.bias (which is q.b, k.b and v.b stacked).</summary>
+    public static string RoleOfVector(string vector) => vector switch
+    {
+        "attention_output.bias" => "o.b",
+        "intermediate.bias" => "ff1.b",
+        "output.bias" => "ff2.b",
+        "attention_norm.weight" => "ln1.w",
+        "attention_norm.bias" => "ln1.b",
+        "output_norm.weight" => "ln2.w",
+        "output_norm.bias" => "ln2.b",
+        _ => throw new ArgumentOutOfRangeException(nameof(vector)),
+    };
+
+    /// <summary>Layer <paramref name="layer"/>'s weight of <paramref name="map"/> in <paramref name="model"/> (Q, K, V stacked [3H, H] for qkv; a new tensor).</summary>
+    public static Tensor BaseWeight(ITextModel model, int layer, string map) =>
+        cat(RolesOf(map).Select(r => model.Weights[$"L{layer}.{r}"]).ToArray(), 0);
+
+    /// <summary>Layer <paramref name="layer"/>'s value of a replaced vector in <paramref name="model"/> (q.b, k.b, v.b stacked for qkv.bias; a new tensor).</summary>
+    public static Tensor BaseVector(ITextModel model, int layer, string vector) => vector == "qkv.bias"
+        ? cat(new[] { "q.b", "k.b", "v.b" }.Select(r => model.Weights[$"L{layer}.{r}"]).ToArray(), 0)
+        : model.Weights[$"L{layer}.{RoleOfVector(vector)}"].clone();
+
+    /// <summary>
+    /// The base encoder with the delta merged and the head attached: a MeanPoolingClassifier, built by the encoder's
+    /// architecture from its weights by role. The weights the delta leaves alone share the encoder's storage through
+    /// handles of their own (the model frees its handles, never <paramref name="encoder"/>'s); the tensors belong to
+    /// the caller's dispose scope.
+    /// </summary>
+    public ITextModel Apply(ITextModel encoder)
     {
         var c = encoder.Config;
         if (c.Head != HeadKind.MeanPooling || encoder.HasClassifier)
@@ -77,31 +113,38 @@ public sealed class EncoderDelta : IDisposable
             throw new ModelLoadException($"The encoder delta changes layer {Layers[^1]}, but the encoder has {c.Layers} layers", field: "layers");
         if (Tensors[ClassifierWeight].shape[1] != c.HiddenSize)
             throw new ModelLoadException($"The encoder delta's classifier takes {Tensors[ClassifierWeight].shape[1]} features, but the encoder's hidden size is {c.HiddenSize}", field: ClassifierWeight);
-        var layers = encoder.Layers.ToList();
-        Tensor T(string name) => Tensors[name].to(encoder.DType, encoder.Device);
+        var config = c with
+        {
+            Labels = Labels.ToList(),
+            Architecture = "MeanPoolingClassifier",
+            Problem = Labels.Count == 1 ? ProblemType.Regression : ProblemType.SingleLabel,
+        };
+        var architecture = Architectures.ArchitectureRegistry.Of(config);
+        // New handles (never the delta's own): the model frees what it is given.
+        Tensor T(string name) => Tensors[name].to(encoder.DType, encoder.Device).detach();
+        var weights = new Dictionary<string, Tensor>();
         foreach (int i in Layers)
         {
-            var l = layers[i];
-            Tensor W(string map) => Merge(map switch
-            {
-                "qkv" => l.Qkv!, "attention_output" => l.AttentionOut, "intermediate" => l.Intermediate, "output" => l.Output,
-                _ => throw new ArgumentOutOfRangeException(nameof(map)),
-            }, T(LoraA(i, map)), T(LoraB(i, map)));
-            var qkv = W("qkv");
-            var qkvBias = T(Vector(i, "qkv.bias"));
+            string p = $"L{i}.";
             long h = c.HiddenSize;
-            layers[i] = new EncoderLayerWeights(
-                qkv.narrow(0, 0, h), qkvBias.narrow(0, 0, h), qkv.narrow(0, h, h), qkvBias.narrow(0, h, h),
-                qkv.narrow(0, 2 * h, h), qkvBias.narrow(0, 2 * h, h),
-                W("attention_output"), T(Vector(i, "attention_output.bias")),
-                T(Vector(i, "attention_norm.weight")), T(Vector(i, "attention_norm.bias")),
-                W("intermediate"), T(Vector(i, "intermediate.bias")), W("output"), T(Vector(i, "output.bias")),
-                T(Vector(i, "output_norm.weight")), T(Vector(i, "output_norm.bias")));
+            foreach (var map in Maps)
+            {
+                using var baseWeight = BaseWeight(encoder, i, map);
+                var merged = Merge(baseWeight, T(LoraA(i, map)), T(LoraB(i, map)));
+                var roles = RolesOf(map);
+                for (int r = 0; r < roles.Length; r++) weights[p + roles[r]] = roles.Length == 1 ? merged : merged.narrow(0, r * h, h);
+            }
+            var qkvBias = T(Vector(i, "qkv.bias"));
+            weights[p + "q.b"] = qkvBias.narrow(0, 0, h);
+            weights[p + "k.b"] = qkvBias.narrow(0, h, h);
+            weights[p + "v.b"] = qkvBias.narrow(0, 2 * h, h);
+            foreach (var v in Vectors.Where(v => v != "qkv.bias")) weights[p + RoleOfVector(v)] = T(Vector(i, v));
         }
-        var config = c with { Labels = Labels.ToList(), Architecture = "MeanPoolingClassifier" };
-        return new TransformerClassifier(config, encoder.WordEmbeddingTable, encoder.PositionEmbeddings, encoder.TokenTypeEmbeddings,
-            encoder.EmbeddingNormWeight, encoder.EmbeddingNormBias, layers, null, null,
-            T(ClassifierWeight), T(ClassifierBias), ownsEncoder: false);
+        weights["cls"] = T(ClassifierWeight);
+        weights["cls.b"] = T(ClassifierBias);
+        foreach (var role in architecture.Weights(config, withClassifier: true).Roles)
+            if (!weights.ContainsKey(role.Role)) weights[role.Role] = encoder.Weights[role.Role].detach();
+        return architecture.Build(config, weights);
     }
 
     /// <summary>Writes delta.safetensors (float32, names sorted) and delta.json (labels, layers, rank, base, and <paramref name="facts"/>).</summary>

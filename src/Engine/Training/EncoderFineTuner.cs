@@ -61,11 +61,13 @@ public sealed record EpochReport(int Epoch, double MeanLoss, double TrainAccurac
 /// </summary>
 public sealed class EncoderFineTuner : IDisposable
 {
-    private readonly TransformerClassifier _encoder;
+    private readonly ITextModel _encoder;
     private readonly FineTuneOptions _options;
     private readonly int _firstTrained;
     private readonly List<(string Name, Parameter Value)> _parameters = new();
     private readonly Dictionary<string, Parameter> _byName = new();
+    /// <summary>The frozen base weight of each trained layer's map (<c>{layer}.{map}</c>; qkv: Q, K, V stacked), made once.</summary>
+    private readonly Dictionary<string, Tensor> _baseWeights = new();
     private readonly Activation _activation;
     /// <summary>Seeded once: first the factors' initial values, then each epoch's order.</summary>
     private readonly Random _random;
@@ -89,10 +91,9 @@ public sealed class EncoderFineTuner : IDisposable
         var random = _random = new Random(options.Seed);
         for (int i = _firstTrained; i < c.Layers; i++)
         {
-            var l = _encoder.Layers[i];
             foreach (var map in EncoderDelta.Maps)
             {
-                var w = BaseWeight(i, map);
+                var w = _baseWeights[$"{i}.{map}"] = EncoderDelta.BaseWeight(_encoder, i, map).DetachFromDisposeScope();
                 long outputs = w.shape[0], inputs = w.shape[1];
                 // A ~ U(−1/√in, 1/√in), B = 0 (LoRA's start): the delta is zero at step 0 and A's scale keeps B·A's
                 // gradient at the weights' own scale.
@@ -102,9 +103,8 @@ public sealed class EncoderFineTuner : IDisposable
                 Add(EncoderDelta.LoraA(i, map), tensor(a, dtype: ScalarType.Float32).reshape(options.Rank, inputs));
                 Add(EncoderDelta.LoraB(i, map), zeros(outputs, options.Rank, dtype: ScalarType.Float32));
             }
-            var vectors = new[] { l.QkvBias!, l.AttentionOutBias, l.IntermediateBias, l.OutputBias,
-                l.AttentionNormWeight, l.AttentionNormBias, l.OutputNormWeight, l.OutputNormBias };
-            for (int v = 0; v < vectors.Length; v++) Add(EncoderDelta.Vector(i, EncoderDelta.Vectors[v]), vectors[v].to_type(ScalarType.Float32).cpu().clone());
+            foreach (var v in EncoderDelta.Vectors)
+                Add(EncoderDelta.Vector(i, v), EncoderDelta.BaseVector(_encoder, i, v).to_type(ScalarType.Float32).cpu().clone());
         }
         Add(EncoderDelta.ClassifierWeight, zeros(labels.Count, c.HiddenSize, dtype: ScalarType.Float32));
         Add(EncoderDelta.ClassifierBias, zeros(labels.Count, dtype: ScalarType.Float32));
@@ -120,15 +120,7 @@ public sealed class EncoderFineTuner : IDisposable
         _byName[name] = p;
     }
 
-    private Tensor BaseWeight(int layer, string map)
-    {
-        var l = _encoder.Layers[layer];
-        return map switch
-        {
-            "qkv" => l.Qkv!, "attention_output" => l.AttentionOut, "intermediate" => l.Intermediate, "output" => l.Output,
-            _ => throw new ArgumentOutOfRangeException(nameof(map)),
-        };
-    }
+    private Tensor BaseWeight(int layer, string map) => _baseWeights[$"{layer}.{map}"];
 
     /// <summary>Hidden states [L, H] of each text after the frozen layers (computed once, reused every epoch).</summary>
     public sealed class Cached : IDisposable
@@ -144,9 +136,13 @@ public sealed class EncoderFineTuner : IDisposable
     {
         var labels = HeadTrainer.LabelIndices(rows, Labels);
         var tokenized = rows.Select(r => Tokenizer.Encode(r.Text, Math.Min(_options.MaxLength, _encoder.Config.MaxSequenceLength))).ToList();
-        var bottom = new TransformerClassifier(_encoder.Config with { Layers = _firstTrained }, _encoder.WordEmbeddingTable,
-            _encoder.PositionEmbeddings, _encoder.TokenTypeEmbeddings, _encoder.EmbeddingNormWeight, _encoder.EmbeddingNormBias,
-            _encoder.Layers.Take(_firstTrained).ToList(), null, null, null, null, ownsEncoder: false);
+        // The frozen bottom as a model of its own: the encoder's architecture built from the embeddings' and the
+        // untrained layers' roles (new handles on the encoder's storage; disposing the bottom frees only those).
+        var config = _encoder.Config with { Layers = _firstTrained };
+        var architecture = Architectures.ArchitectureRegistry.Of(config);
+        var roles = architecture.Weights(config, withClassifier: false).Roles
+            .ToDictionary(r => r.Role, r => _encoder.Weights[r.Role].detach());
+        using var bottom = architecture.Build(config, roles);
         var hidden = new Tensor[rows.Count];
         using (no_grad())
             foreach (var bucket in TextExplainer.Buckets(tokenized, 32))
@@ -290,5 +286,6 @@ public sealed class EncoderFineTuner : IDisposable
     public void Dispose()
     {
         foreach (var (_, p) in _parameters) p.Dispose();
+        foreach (var w in _baseWeights.Values) w.Dispose();
     }
 }
