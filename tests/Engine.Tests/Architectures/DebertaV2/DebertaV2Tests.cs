@@ -21,6 +21,7 @@ namespace AttributionFleet.Engine.Tests.Architectures.DebertaV2;
 public sealed class DebertaV2Tests(ITestOutputHelper output) : IDisposable
 {
     private const string Fixture = "deberta-v2";
+    private const string OptionsFixture = "deberta-v2-options";
     private readonly string _dir = Directory.CreateTempSubdirectory("af-deberta-").FullName;
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
@@ -44,17 +45,32 @@ public sealed class DebertaV2Tests(ITestOutputHelper output) : IDisposable
         Assert.Equal(new[] { "entailment", "neutral", "contradiction" }, model.Config.Labels);
     }
 
+    /// <summary>The other settings the loader accepts: absolute positions, token types, embed_proj, unbucketed clamped distances, pos_key_proj / pos_query_proj, no rel LayerNorm.</summary>
     [Fact]
-    public void LogitsMatchPyTorchReferenceOnPaddedBatch()
+    public void ConfigReadsTheV2StyleOptions()
     {
-        var (ids, mask, l32, l64) = ArchitectureFixtures.Case(Fixture);
-        Assert.True(ids.shape[1] > 2 * 8, "texts must be longer than position_buckets / 2 (log buckets) and than the bucket span");
+        using var model = ModelLoader.Load(ArchitectureFixtures.Folder(OptionsFixture));
+        var s = DebertaV2Architecture.SettingsOf(model.Config);
+        Assert.Equal(new DebertaV2Settings(PositionBiasedInput: true, RelativeAttention: true, PositionBuckets: -1, MaxRelativePositions: 6,
+            ContentToPosition: true, PositionToContent: true, ShareAttentionKey: false, NormalizeRelativeEmbeddings: false, PoolerActivation: "tanh"), s);
+        Assert.Equal((16, 32, 2, "gelu_new"), (model.Config.EmbeddingSize, model.Config.HiddenSize, model.Config.TypeVocabSize, model.Config.HiddenAct));
+        Assert.True(model.Weights.ContainsKey("L1.pk") && model.Weights.ContainsKey("L1.pq") && model.Weights.ContainsKey("proj"));
+    }
+
+    [Theory]
+    [InlineData(Fixture)]
+    [InlineData(OptionsFixture)]
+    public void LogitsMatchPyTorchReferenceOnPaddedBatch(string fixture)
+    {
+        var (ids, mask, l32, l64) = ArchitectureFixtures.Case(fixture);
+        using var model = ModelLoader.Load(ArchitectureFixtures.Folder(fixture));
+        Assert.True(ids.shape[1] > 2 * DebertaV2Architecture.SettingsOf(model.Config).AttentionSpan,
+            "texts must be longer than the relative span (log buckets past position_buckets / 2, clamped distances past the span)");
         Assert.False(mask.all().item<bool>(), "the batch must be padded");
-        using var model = ModelLoader.Load(ArchitectureFixtures.Folder(Fixture));
         double diff = (model.Logits(ids, mask).to_type(ScalarType.Float64) - l32).abs().max().item<double>();
-        using var model64 = ModelLoader.Load(ArchitectureFixtures.Folder(Fixture), dtype: ScalarType.Float64);
+        using var model64 = ModelLoader.Load(ArchitectureFixtures.Folder(fixture), dtype: ScalarType.Float64);
         double diff64 = (model64.Logits(ids, mask) - l64).abs().max().item<double>();
-        output.WriteLine($"deberta-v2: float32 max |logits − reference| {diff:E2}, float64 {diff64:E2}, max |logit| {l64.abs().max().item<double>():F3}");
+        output.WriteLine($"{fixture}: float32 max |logits − reference| {diff:E2}, float64 {diff64:E2}, max |logit| {l64.abs().max().item<double>():F3}");
         Assert.True(l64.abs().max().item<double>() > 0.1, "reference logits should not be trivially small");
         Assert.True(diff <= 1e-5, $"float32 max diff {diff:E3}");
         Assert.True(diff64 <= 1e-9, $"float64 max diff {diff64:E3}");
@@ -119,22 +135,23 @@ public sealed class DebertaV2Tests(ITestOutputHelper output) : IDisposable
         Assert.True(diff <= 1e-5, $"max diff {diff:E3}");
     }
 
-    public static TheoryData<OutputKind, Precision> DeepLiftCases()
+    public static TheoryData<string, OutputKind, Precision> DeepLiftCases()
     {
-        var data = new TheoryData<OutputKind, Precision>();
-        foreach (var o in new[] { OutputKind.Logit, OutputKind.CenteredLogit, OutputKind.Probability })
-            foreach (var p in new[] { Precision.Float64, Precision.Float32 })
-                data.Add(o, p);
+        var data = new TheoryData<string, OutputKind, Precision>();
+        foreach (var f in new[] { Fixture, OptionsFixture })
+            foreach (var o in new[] { OutputKind.Logit, OutputKind.CenteredLogit, OutputKind.Probability })
+                foreach (var p in new[] { Precision.Float64, Precision.Float32 })
+                    data.Add(f, o, p);
         return data;
     }
 
     [Theory]
     [MemberData(nameof(DeepLiftCases))]
-    public void DeepLiftIsExactOnPaddedBatch(OutputKind kind, Precision precision)
+    public void DeepLiftIsExactOnPaddedBatch(string fixture, OutputKind kind, Precision precision)
     {
         var dtype = precision == Precision.Float64 ? ScalarType.Float64 : ScalarType.Float32;
-        var (ids, mask, _, _) = ArchitectureFixtures.Case(Fixture);
-        using var model = ModelLoader.Load(ArchitectureFixtures.Folder(Fixture), dtype: dtype);
+        var (ids, mask, _, _) = ArchitectureFixtures.Case(fixture);
+        using var model = ModelLoader.Load(ArchitectureFixtures.Folder(fixture), dtype: dtype);
         var reference = ArchitectureTests.ReferenceIds(ids, mask, model.Config);
         // Every label once, so that no target's delta hides another's.
         var targets = Enumerable.Range(0, (int)ids.shape[0]).Select(i => (long)(i % model.OutputSize)).ToArray();
@@ -145,7 +162,7 @@ public sealed class DebertaV2Tests(ITestOutputHelper output) : IDisposable
         double scale = maximum(result.Fx.abs(), result.Fx0.abs()).max().item<double>();
         double change = (result.Fx - result.Fx0).abs().min().item<double>();
         double relative = (result.Delta.abs() / (result.Fx - result.Fx0).abs()).max().item<double>();
-        output.WriteLine($"deberta-v2 {kind} {precision}: max|delta| {delta:E2}, max relative delta {relative:E2}, min|f(x)−f(x0)| {change:E2}, max|score| {result.Scores.abs().max().item<double>():E2}");
+        output.WriteLine($"{fixture} {kind} {precision}: max|delta| {delta:E2}, max relative delta {relative:E2}, min|f(x)−f(x0)| {change:E2}, max|score| {result.Scores.abs().max().item<double>():E2}");
         Assert.True(change > 1e-4, "the test needs f(x) != f(x0)");
         Assert.True(result.Scores.abs().max().item<double>() > 1e-4, "scores should not be all zero");
         if (precision == Precision.Float64) Assert.True(relative <= 1e-10, $"relative delta {relative:E2}");
