@@ -67,6 +67,10 @@ public sealed class DebertaV2Architecture : IArchitecture
             throw new ModelLoadException($"{path}: pooler_hidden_size must equal hidden_size ({hidden}): ContextPooler's dense layer reads the hidden state of token 0", path, "pooler_hidden_size");
 
         bool relative = Bool(root, "relative_attention", path, false);
+        // Every DeBERTa-v2/v3/mDeBERTa checkpoint sets it; without it the body has no position information at all
+        // (position_biased_input false) and HF still scales by 1 + |pos_att_type|: refused rather than computed untested.
+        if (!relative)
+            throw new ModelLoadException($"{path}: relative_attention false (or absent) is not supported; DeBERTa-v2/v3 checkpoints set \"relative_attention\": true", path, "relative_attention");
         int maxRelative = SignedInt(root, "max_relative_positions", path, -1);
         if (maxRelative < 1) maxRelative = maxPositions;
         int buckets = SignedInt(root, "position_buckets", path, -1);

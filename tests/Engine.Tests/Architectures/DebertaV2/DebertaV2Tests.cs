@@ -194,6 +194,8 @@ public sealed class DebertaV2Tests(ITestOutputHelper output) : IDisposable
     [InlineData("pos_att_type", "\"p2p|c2p\"")]
     [InlineData("pooler_hidden_size", "16")]
     [InlineData("share_att_key", "\"yes\"")]
+    [InlineData("relative_attention", "false")]
+    [InlineData("norm_rel_ebd", "\"layer_norm|batch_norm\"")]
     public void ConfigsTheForwardWouldComputeWronglyAreRefusedByField(string field, string json)
     {
         var dir = ArchitectureFixtures.CopyWithConfig(Fixture, Path.Combine(_dir, field), c => c[field] = System.Text.Json.Nodes.JsonNode.Parse(json));
