@@ -205,6 +205,26 @@ public sealed class DebertaV2Tests(ITestOutputHelper output) : IDisposable
         Assert.Equal(field, e.Field);
     }
 
+    /// <summary>DebertaV2Tokenizer options the SentencePiece pipeline does not apply are refused, naming the field, not ignored.</summary>
+    [Theory]
+    [InlineData("split_by_punct")]
+    [InlineData("do_lower_case")]
+    public void TokenizerOptionsNotAppliedAreRefused(string field)
+    {
+        var dir = Path.Combine(_dir, "tok-" + field);
+        Directory.CreateDirectory(dir);
+        File.Copy(Path.Combine(ArchitectureFixtures.Folder(Fixture), "spm.model"), Path.Combine(dir, "spm.model"));
+        var settings = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(ArchitectureFixtures.Folder(Fixture), "tokenizer_config.json")))!.AsObject();
+        settings[field] = true;
+        File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), settings.ToJsonString());
+        var e = Assert.Throws<ModelLoadException>(() => TokenizerLoader.Load(dir, "deberta-v2"));
+        output.WriteLine(e.Message);
+        Assert.Equal(field, e.Field);
+        settings[field] = false;
+        File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), settings.ToJsonString());
+        Assert.Equal(new[] { 1, 2 }, TokenizerLoader.Load(dir, "deberta-v2").Encode("", 16).Ids);
+    }
+
     [Fact]
     public void WithoutArchitecturesResolvesFromModelTypeAndWeights()
     {
