@@ -157,27 +157,15 @@ public sealed class DebertaV2Classifier : ITextModel
         var k = ops.Map(ops.Linear(h, _w[p + "k"], _w[p + "k.b"]), SplitHeads);
         var v = ops.Map(ops.Linear(h, _w[p + "v"], _w[p + "v.b"]), SplitHeads);
         double scale = _scale;
-        long length = h.X.shape[1];
 
         // content→content: the product rule (q and k both depend on the input).
         var scores = ops.Map(ops.MatMul(q, ops.Map(k, t => t.transpose(-1, -2))), t => t / scale);
         var (keys, queries) = _positions[layer];
+        // content→position (linear in q) and position→content (linear in k), added before the softmax.
         if (keys is not null)
-        {
-            // content→position: gather(q · Krᵀ) / s — linear in q (Kr and the indices are constants).
-            var table = keys.narrow(2, indices.C2PFirst, indices.C2PRows).transpose(-1, -2);
-            var index = indices.C2P;
-            var c2p = ops.Map(q, t => t.matmul(table).gather(-1, index.expand(t.shape[0], t.shape[1], length, length)) / scale);
-            scores = ops.Add(scores, c2p);
-        }
+            scores = ops.Add(scores, DisentangledBias.ContentToPosition(ops, q, keys.narrow(2, indices.C2PFirst, indices.C2PRows), indices.C2P, scale));
         if (queries is not null)
-        {
-            // position→content: gather(k · Qrᵀ)ᵀ / s — linear in k.
-            var table = queries.narrow(2, indices.P2CFirst, indices.P2CRows).transpose(-1, -2);
-            var index = indices.P2C;
-            var p2c = ops.Map(k, t => t.matmul(table).gather(-1, index.expand(t.shape[0], t.shape[1], length, length)).transpose(-1, -2) / scale);
-            scores = ops.Add(scores, p2c);
-        }
+            scores = ops.Add(scores, DisentangledBias.PositionToContent(ops, k, queries.narrow(2, indices.P2CFirst, indices.P2CRows), indices.P2C, scale));
         if (keyBias is not null) scores = ops.Map(scores, t => t + keyBias);
         var context = ops.MatMul(ops.Softmax(scores, -1), v);
         if (queryMask is not null) context = ops.Map(context, t => t * queryMask);
