@@ -2,6 +2,7 @@ using System.Text.Json;
 using AttributionFleet.Engine.Architectures.Bert;
 using AttributionFleet.Engine.Architectures.DistilBert;
 using AttributionFleet.Engine.Architectures.Electra;
+using AttributionFleet.Engine.Architectures.ModernBert;
 using AttributionFleet.Engine.Architectures.Roberta;
 using AttributionFleet.Engine.Checkpoints;
 
@@ -21,6 +22,7 @@ public static class ArchitectureRegistry
         new RobertaArchitecture(),
         new XlmRobertaArchitecture(),
         new ElectraArchitecture(),
+        new ModernBertArchitecture(),
     };
 
     public static IReadOnlyList<string> SupportedNames { get; } = All.SelectMany(a => a.Names).ToList();

@@ -31,6 +31,8 @@ public enum HeadKind
     ElectraClassificationHead,
     /// <summary>Bare encoder (BertModel): masked mean pooling; with a `classifier.*` head, a linear classifier on it.</summary>
     MeanPooling,
+    /// <summary>A head only its family's model knows (ModernBERT's, DeBERTa's ContextPooler), described by <see cref="ModelConfig.FamilySettings"/>.</summary>
+    FamilyHead,
 }
 
 /// <summary>
@@ -87,6 +89,12 @@ public sealed record ModelConfig
 
     /// <summary>What the outputs mean; <see cref="ProblemType.Embedding"/> for a bare encoder without a classifier.</summary>
     public ProblemType Problem { get; init; } = ProblemType.SingleLabel;
+
+    /// <summary>
+    /// Fields only one family has (ModernBERT's rotary thetas and attention window, DeBERTa's relative positions), as that
+    /// family's architecture parsed them (its own record type); null for the families that need none.
+    /// </summary>
+    public object? FamilySettings { get; init; }
 
     /// <summary>How positions are numbered (set by the family's architecture).</summary>
     public PositionScheme Positions { get; init; } = PositionScheme.Absolute;
