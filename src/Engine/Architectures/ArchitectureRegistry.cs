@@ -1,5 +1,6 @@
 using System.Text.Json;
 using AttributionFleet.Engine.Architectures.Bert;
+using AttributionFleet.Engine.Architectures.DebertaV2;
 using AttributionFleet.Engine.Architectures.DistilBert;
 using AttributionFleet.Engine.Architectures.Electra;
 using AttributionFleet.Engine.Architectures.ModernBert;
@@ -23,6 +24,7 @@ public static class ArchitectureRegistry
         new XlmRobertaArchitecture(),
         new ElectraArchitecture(),
         new ModernBertArchitecture(),
+        new DebertaV2Architecture(),
     };
 
     public static IReadOnlyList<string> SupportedNames { get; } = All.SelectMany(a => a.Names).ToList();
