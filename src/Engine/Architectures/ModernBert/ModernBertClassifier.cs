@@ -154,7 +154,22 @@ public sealed class ModernBertClassifier : ITextModel
         var q = ops.Map(qkv, t => Rotate(SplitHeads(t.narrow(-1, 0, hidden))));
         var k = ops.Map(qkv, t => Rotate(SplitHeads(t.narrow(-1, hidden, hidden))));
         var v = ops.Map(qkv, t => SplitHeads(t.narrow(-1, 2 * hidden, hidden)));
-        var attended = ops.Attention(q, k, v, bias, 1.0 / Math.Sqrt(headDim));
+        double scale = 1.0 / Math.Sqrt(headDim);
+        Act attended;
+        if (ops is PlainOps || bias is null) attended = ops.Attention(q, k, v, bias, scale);
+        else
+        {
+            // The masked scores are replaced by finfo.min (masked_fill, as HF's sliding-window mask), not added to it:
+            // the values are the same (score + finfo.min rounds to finfo.min), but an added bias keeps the Jacobian 1
+            // at entries whose value no longer depends on the score. Where a padded query's window holds only padded
+            // keys, its whole row is finfo.min in both halves, its softmax uniform and unchanged (Δy = 0), yet the
+            // linear rule would pass multipliers 1/n through it: contributions without a change. Replaced entries
+            // have multiplier 0, so such a row contributes exactly nothing (NewOpConservationTests).
+            var masked = bias.lt(0);
+            double min = DType == ScalarType.Float64 ? double.MinValue : float.MinValue;
+            var scores = ops.Map(ops.MatMul(q, ops.Map(k, t => t.transpose(-1, -2))), t => (t * scale).masked_fill(masked, min));
+            attended = ops.MatMul(ops.Softmax(scores, -1), v);
+        }
         var context = ops.Map(attended, t => t.transpose(1, 2).reshape(t.shape[0], t.shape[2], -1));
         return ops.Linear(context, W(p + "o"), Maybe(p + "o.b"));
     }
