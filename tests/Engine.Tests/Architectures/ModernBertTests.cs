@@ -139,6 +139,32 @@ public sealed class ModernBertTests(ITestOutputHelper output) : IDisposable
     }
 
     /// <summary>
+    /// One reference row shared by a padded batch (each text's ids replaced by the pad id, the same for all):
+    /// exact, and the same scores as the reference expanded to a row per text.
+    /// </summary>
+    [Theory]
+    [InlineData("modernbert")]
+    [InlineData("modernbert-mean")]
+    [InlineData("deberta-v3")]
+    [InlineData("deberta-v2-separate-keys")]
+    public void SharedReferenceRowOnPaddedBatchIsExact(string fixture)
+    {
+        var (ids, mask, _, _) = ArchitectureFixtures.Case(fixture);
+        using var model = ModelLoader.Load(ArchitectureFixtures.Folder(fixture), dtype: ScalarType.Float64);
+        var refIds = full(1, ids.shape[1], (long)model.Config.PadTokenId, dtype: ScalarType.Int64);
+        var reference = model.WordEmbeddings(refIds);
+        var targets = Enumerable.Repeat(0L, (int)ids.shape[0]).ToArray();
+        var options = new MethodOptions { Output = OutputKind.Logit };
+        var shared = new DeepLift().Attribute(model, new AttributionBatch(ids, mask, new[] { reference }, targets), options);
+        var own = new DeepLift().Attribute(model, new AttributionBatch(ids, mask, new[] { reference.expand(ids.shape[0], -1, -1).contiguous() }, targets), options);
+        double relative = (shared.Delta.abs() / (shared.Fx - shared.Fx0).abs()).max().item<double>();
+        double apart = (shared.Scores - own.Scores).abs().max().item<double>();
+        output.WriteLine($"{fixture}: shared reference row, max relative delta {relative:E2}, max |scores − per-text reference scores| {apart:E2}");
+        Assert.True(relative <= 1e-10, $"relative delta {relative:E2}");
+        Assert.True(apart <= 1e-12, $"scores differ by {apart:E2}");
+    }
+
+    /// <summary>
     /// tokenizer.json (the bpe fixture's vocabulary and merges, ModernBERT's [CLS]/[SEP]/[PAD]/[MASK]/[UNK] after it,
     /// NFC, ByteLevel, TemplateProcessing) against ids computed by the generator's own byte-level BPE, on 25 sentences;
     /// then the model's logits on them against the reference's.

@@ -158,7 +158,9 @@ public sealed class DebertaV2Classifier : ITextModel
         {
             double min = DType == ScalarType.Float64 ? double.MinValue : float.MinValue;
             var masked = keep.logical_not();
-            scores = ops.Map(scores, t => t.masked_fill(masked, min));
+            // where() rather than masked_fill: it broadcasts a reference half shared by the batch (one row).
+            var fill = tensor(min, DType, Device);
+            scores = ops.Map(scores, t => where(masked, fill, t));
         }
         var context = ops.MatMul(ops.Softmax(scores, -1), v);
         return ops.Map(context, t => t.transpose(1, 2).reshape(t.shape[0], t.shape[2], -1));

@@ -167,7 +167,9 @@ public sealed class ModernBertClassifier : ITextModel
             // have multiplier 0, so such a row contributes exactly nothing (NewOpConservationTests).
             var masked = bias.lt(0);
             double min = DType == ScalarType.Float64 ? double.MinValue : float.MinValue;
-            var scores = ops.Map(ops.MatMul(q, ops.Map(k, t => t.transpose(-1, -2))), t => (t * scale).masked_fill(masked, min));
+            // where() rather than masked_fill: the reference half may be one row shared by a padded batch.
+            var fill = tensor(min, DType, Device);
+            var scores = ops.Map(ops.MatMul(q, ops.Map(k, t => t.transpose(-1, -2))), t => where(masked, fill, t * scale));
             attended = ops.MatMul(ops.Softmax(scores, -1), v);
         }
         var context = ops.Map(attended, t => t.transpose(1, 2).reshape(t.shape[0], t.shape[2], -1));
