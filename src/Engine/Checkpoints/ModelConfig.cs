@@ -31,7 +31,9 @@ public enum HeadKind
     ElectraClassificationHead,
     /// <summary>Bare encoder (BertModel): masked mean pooling; with a `classifier.*` head, a linear classifier on it.</summary>
     MeanPooling,
-    /// <summary>A head only its family's model knows (ModernBERT's, DeBERTa's ContextPooler), described by <see cref="ModelConfig.FamilySettings"/>.</summary>
+    /// <summary>DeBERTa-v2/v3 ContextPooler: token 0 → pooler.dense → pooler_hidden_act → classifier.</summary>
+    ContextPooler,
+    /// <summary>A head only its family's model knows (ModernBERT's: cls or mean pooling → dense → act → norm → classifier), described by <see cref="ModelConfig.FamilySettings"/>.</summary>
     FamilyHead,
 }
 
@@ -91,8 +93,9 @@ public sealed record ModelConfig
     public ProblemType Problem { get; init; } = ProblemType.SingleLabel;
 
     /// <summary>
-    /// Fields only one family has (ModernBERT's rotary thetas and attention window, DeBERTa's relative positions), as that
-    /// family's architecture parsed them (its own record type); null for the families that need none.
+    /// Settings only one family has (a record defined in that family's folder, e.g. DeBERTa-v2's relative-position
+    /// fields, ModernBERT's rotary thetas and attention window), read by its own model; null for the families whose
+    /// fields are all above.
     /// </summary>
     public object? FamilySettings { get; init; }
 

@@ -24,7 +24,7 @@ public sealed class TextExplainer
         var result = new TokenizedText[texts.Count];
         for (int i = 0; i < texts.Count; i++)
         {
-            if (string.IsNullOrWhiteSpace(texts[i])) throw new AttributionRequestException($"texts[{i}]", $"text {i} is empty");
+            if (TextContent.IsBlank(texts[i])) throw new AttributionRequestException($"texts[{i}]", $"text {i} is empty");
             result[i] = Model.Tokenizer.Encode(texts[i], max);
         }
         return result;
@@ -68,6 +68,7 @@ public sealed class TextExplainer
             Samples = request.Samples,
             PassMemoryBytes = request.PassMemoryMB is int mb ? (long)mb << 20 : null,
         };
+        PrecisionSupport.Check(precision, Model.Device.type == TorchSharp.DeviceType.CUDA);
         if (!model.HasClassifier && request.Target is null)
             throw new AttributionRequestException("target", "this model has no classifier: name an output dimension as target");
         var tokenized = Tokenize(texts, request.MaxLength);

@@ -50,7 +50,7 @@ public class DeepLiftReferenceTests(ITestOutputHelper output)
             Assert.Equal(0.0, result.Scores.masked_select(padded).abs().max().item<double>());
     }
 
-    /// <summary>Captum's DeepLift on the same inputs has far larger deltas than ours (README of shared/reference).</summary>
+    /// <summary>Captum's DeepLift on the same inputs has far larger deltas than ours (README of tests/fixtures/reference).</summary>
     [Theory]
     [InlineData("tiny-bert-L1")]
     [InlineData("tiny-bert-L2")]

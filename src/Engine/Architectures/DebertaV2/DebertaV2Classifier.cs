@@ -6,32 +6,40 @@ using static TorchSharp.torch;
 namespace AttributionFleet.Engine.Architectures.DebertaV2;
 
 /// <summary>
-/// DebertaV2ForSequenceClassification's forward (HF modeling_deberta_v2.py, DeBERTa-v3 configuration), every op after the
-/// word embeddings through <see cref="TensorOps"/>, each onto an existing rule:
+/// DebertaV2ForSequenceClassification's forward (HF modeling_deberta_v2.py), every op after the word embeddings through
+/// <see cref="TensorOps"/>. How each part maps onto the existing DeepLift rules (no new op):
 /// <list type="bullet">
-/// <item>embeddings <c>LayerNorm(word) · mask</c>: the LayerNorm rule, then a constant mask (linear);</item>
-/// <item>content→content <c>q kᵀ / s</c>: the product rule;</item>
-/// <item>content→position <c>gather(q P_kᵀ, c2p_idx) / s</c> and position→content <c>gather(k P_qᵀ, p2c_idx)ᵀ / s</c>:
-/// products of one input-dependent tensor with the constant position projections <c>P = proj(LayerNorm(rel_embeddings))</c>,
-/// then a gather by constant indices: linear, <c>ops.Map</c>;</item>
-/// <item>scores of a padded query or key replaced by finfo.min (HF's masked_fill): affine with a constant, <c>ops.Map</c>;
-/// then the softmax rule and the product rule for the context;</item>
-/// <item>post-LN blocks, ContextPooler (dense + activation on token 0), classifier: as BERT's.</item>
+/// <item>embeddings: <c>LayerNorm(word [+ position + type] [· embed_proj]) · mask</c> — linear maps, the LayerNorm rule, a
+/// constant mask;</item>
+/// <item>content→content: <c>q kᵀ / s</c>, q and k both input-dependent: the product rule;</item>
+/// <item>content→position: <c>c2p[i, j] = q_i · Kr[c2p_pos(i, j)] / s</c> with <c>Kr = key_proj(LayerNorm(rel))</c>, a
+/// constant of the model, and <c>c2p_pos</c> a constant of the length: <c>gather(q Krᵀ)</c> is linear in q
+/// (<see cref="TensorOps.Map(Act, Func{Tensor, Tensor})"/>);</item>
+/// <item>position→content: <c>p2c[i, j] = k_j · Qr[p2c_pos(j, i)] / s</c>, linear in k the same way;</item>
+/// <item>the three add before the softmax (<see cref="TensorOps.Add"/>), so the softmax keeps its exact rule; the mask
+/// is the usual additive constant on padded keys, and padded query rows are zeroed after the context product as
+/// XSoftmax zeroes their probabilities (a constant mask);</item>
+/// <item>post-LayerNorm blocks and ContextPooler (token 0 → dense → pooler_hidden_act) → classifier: existing rules.</item>
 /// </list>
-/// s = sqrt(d · (1 + |pos_att_type|)) computed in float32 as HF does.
+/// <c>s = sqrt(d · (1 + |pos_att_type|))</c>, computed in float32 as HF computes it.
 /// </summary>
 public sealed class DebertaV2Classifier : ITextModel
 {
     private readonly Dictionary<string, Tensor> _w;
     private readonly DebertaV2Settings _s;
+    /// <summary>Per layer, the relative-position keys <c>Kr</c> and queries <c>Qr</c> as [1, heads, 2·span, d] (null where unused): constants.</summary>
+    private readonly (Tensor? Keys, Tensor? Queries)[] _positions;
+    private readonly Activation _activation;
+    private readonly Activation _poolerActivation;
+    private readonly double _scale;
 
     public ModelConfig Config { get; }
     public ScalarType DType { get; }
     public Device Device { get; }
     public IReadOnlyDictionary<string, Tensor> Weights => _w;
     public int OutputSize => (int)_w["cls"].shape[0];
-    public bool HasClassifier => true;
     public ProblemType Problem => Config.Problem;
+    public bool HasClassifier => true;
 
     /// <summary>The model owns <paramref name="weights"/> (frees them on dispose).</summary>
     internal DebertaV2Classifier(ModelConfig config, IReadOnlyDictionary<string, Tensor> weights)
@@ -39,140 +47,139 @@ public sealed class DebertaV2Classifier : ITextModel
         Config = config;
         _s = DebertaV2Architecture.SettingsOf(config);
         _w = new Dictionary<string, Tensor>(weights);
-        TransformerClassifier.ActivationFor(config.HiddenAct);
-        TransformerClassifier.ActivationFor(_s.PoolerActivation);
+        _activation = TransformerClassifier.ActivationFor(config.HiddenAct);
+        _poolerActivation = TransformerClassifier.ActivationFor(_s.PoolerActivation);
         DType = _w["word"].dtype;
         Device = _w["word"].device;
+        long headDim = config.HiddenSize / config.Heads;
+        _scale = MathF.Sqrt((float)(headDim * _s.ScaleFactor));
+        _positions = Enumerable.Range(0, config.Layers).Select(PositionProjections).ToArray();
     }
-
-    private Tensor W(string role) => _w[role];
-
-    public Tensor WordEmbeddings(Tensor ids) =>
-        W("word").index_select(0, ids.reshape(-1)).reshape(ids.shape[0], ids.shape[1], -1);
-
-    private Act Norm(TensorOps ops, Act a, string role) => ops.LayerNorm(a, W(role + ".w"), W(role + ".b"), Config.LayerNormEps);
 
     /// <summary>
-    /// HF's build_relative_position: <c>rel[i, j] = i − j</c>, with position_buckets &gt; 0 mapped by make_log_bucket_position
-    /// (exact within ±mid, mid = buckets / 2; beyond, <c>sign · (ceil(log(|r| / mid) / log((max_relative − 1) / mid) ·
-    /// (mid − 1)) + mid)</c>, in float32 as HF computes it). [L, L], int64.
+    /// <c>Kr = key_proj(rel)</c> and <c>Qr = query_proj(rel)</c> (share_att_key; else pos_key_proj / pos_query_proj) of the
+    /// relative embeddings after their LayerNorm, split into heads. Weights only: the same for every input.
     /// </summary>
-    public Tensor RelativePositions(long length)
+    private (Tensor?, Tensor?) PositionProjections(int layer)
     {
+        if (!_s.RelativeAttention) return (null, null);
+        using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var ids = arange(length, dtype: ScalarType.Int64);
-        var rel = ids.unsqueeze(1) - ids.unsqueeze(0);
-        if (_s.PositionBuckets > 0 && _s.MaxRelativePositions > 0)
-        {
-            long mid = _s.PositionBuckets / 2;
-            var sign = rel.sign();
-            var absPos = where(rel.lt(mid).logical_and(rel.gt(-mid)), tensor(mid - 1), rel.abs());
-            var denominator = tensor((float)((_s.MaxRelativePositions - 1) / (double)mid), ScalarType.Float32).log();
-            var logPos = ((absPos.to_type(ScalarType.Float32) / mid).log() / denominator * (mid - 1)).ceil() + mid;
-            rel = where(absPos.le(mid), rel.to_type(ScalarType.Float32), logPos * sign.to_type(ScalarType.Float32)).to_type(ScalarType.Int64);
-        }
-        return rel.MoveToOuterDisposeScope();
+        var rel = _w["rel"].narrow(0, 0, 2L * _s.AttentionSpan);
+        if (_s.NormalizeRelativeEmbeddings)
+            rel = nn.functional.layer_norm(rel, new[] { rel.shape[^1] }, _w["rel.norm.w"], _w["rel.norm.b"], Config.LayerNormEps);
+        string p = $"L{layer}.";
+        Tensor Project(string role) => SplitHeads(nn.functional.linear(rel.unsqueeze(0), _w[p + role], _w[p + role + ".b"])).contiguous();
+        var keys = _s.ContentToPosition ? Project(_s.ShareAttentionKey ? "k" : "pk") : null;
+        var queries = _s.PositionToContent ? Project(_s.ShareAttentionKey ? "q" : "pq") : null;
+        return (keys?.DetachFromDisposeScope(), queries?.DetachFromDisposeScope());
     }
 
-    /// <summary>The relative embeddings the attention reads (rows 0..2·span), through the encoder's LayerNorm when configured: model constants.</summary>
-    private Tensor RelativeEmbeddings()
+    /// <summary>[B, L, H] → [B, heads, L, d].</summary>
+    private Tensor SplitHeads(Tensor t) => t.reshape(t.shape[0], t.shape[1], Config.Heads, -1).transpose(1, 2);
+
+    public Tensor WordEmbeddings(Tensor ids) =>
+        _w["word"].index_select(0, ids.reshape(-1)).reshape(ids.shape[0], ids.shape[1], -1);
+
+    /// <summary>
+    /// <c>LayerNorm(word [+ position_embeddings[0..L) if position_biased_input] [+ token_type[0]] [· embed_proj])</c>, then
+    /// times the mask (padded positions are exactly 0, as in HF).
+    /// </summary>
+    private Act Embed(TensorOps ops, Act words, Tensor? mask)
     {
-        var rel = W("rel").narrow(0, 0, 2L * _s.AttentionSpan);
-        return _s.NormRelEmbeddings
-            ? nn.functional.layer_norm(rel, new[] { rel.shape[^1] }, W("rel.norm.w"), W("rel.norm.b"), Config.LayerNormEps)
-            : rel;
+        long length = words.X.shape[1];
+        Tensor? constant = null;
+        if (_s.PositionBiasedInput) constant = _w["position"].narrow(0, 0, length).unsqueeze(0);
+        if (_w.TryGetValue("type", out var type)) constant = constant is null ? type[0] : constant + type[0];
+        var x = constant is null ? words : ops.Map(words, t => t + constant);
+        if (_w.TryGetValue("proj", out var proj)) x = ops.Linear(x, proj, null);
+        x = ops.LayerNorm(x, _w["norm.w"], _w["norm.b"], Config.LayerNormEps);
+        return mask is null ? x : ops.Map(x, t => t * mask);
     }
 
     public Act Encode(TensorOps ops, Act wordEmbeddings, Tensor attentionMask)
     {
-        using var outer = NewDisposeScope();
-        long length = attentionMask.shape[1];
-        var maskF = attentionMask.to_type(DType).unsqueeze(2);
-        // HF: attention_mask[b, 0, i, j] = mask_i · mask_j; null when nothing is padded.
-        Tensor? keep = null;
-        if (!attentionMask.all().item<bool>())
-        {
-            var m = attentionMask.to_type(ScalarType.Bool);
-            keep = m.unsqueeze(1).unsqueeze(2).logical_and(m.unsqueeze(1).unsqueeze(3));
-        }
-        var rel = RelativePositions(length).to(Device);
-        long span = _s.AttentionSpan;
-        var c2pIndex = (rel + span).clamp(0, 2 * span - 1);
-        var p2cIndex = (-rel + span).clamp(0, 2 * span - 1);
-        Tensor relEmbeddings;
-        using (no_grad()) relEmbeddings = RelativeEmbeddings();
+        long length = wordEmbeddings.X.shape[1];
+        if (length > Config.MaxPositions && _s.PositionBiasedInput)
+            throw new ArgumentException($"{length} tokens exceed max_position_embeddings ({Config.MaxPositions})");
+        bool padded = !attentionMask.all().item<bool>();
+        // Constants of the batch: masks ([B, L, 1] on tokens, [B, 1, 1, L] additive on keys, [B, 1, L, 1] on query rows)
+        // and the relative-position indices of this length.
+        Tensor? tokenMask = padded ? attentionMask.to_type(DType).unsqueeze(-1) : null;
+        Tensor? keyBias = padded ? ((1 - attentionMask.to_type(DType)) * (DType == ScalarType.Float64 ? double.MinValue : float.MinValue)).unsqueeze(1).unsqueeze(1) : null;
+        Tensor? queryMask = tokenMask?.unsqueeze(1);
+        var indices = _s.RelativeAttention ? RelativeIndices(length) : default;
 
-        var embedded = Norm(ops, wordEmbeddings, "emb.norm");
-        var h = ops.Map(embedded, t => t * maskF);
+        var h = Embed(ops, wordEmbeddings, tokenMask);
         for (int i = 0; i < Config.Layers; i++)
         {
             var input = h;
             int layer = i;
+            string p = $"L{i}.";
+            // One dispose scope per layer: temporaries' handles go at the end of each layer, not of the pass.
             h = ActScope.Run(() =>
             {
-                string p = $"L{layer}.";
-                var attended = SelfAttention(ops, input, layer, keep, relEmbeddings, c2pIndex, p2cIndex);
-                var mid = Norm(ops, ops.Add(ops.Linear(attended, W(p + "o"), W(p + "o.b")), input), p + "ln1");
-                var inner = ops.Apply(ops.Linear(mid, W(p + "ff1"), W(p + "ff1.b")), TransformerClassifier.ActivationFor(Config.HiddenAct));
-                return Norm(ops, ops.Add(ops.Linear(inner, W(p + "ff2"), W(p + "ff2.b")), mid), p + "ln2");
+                var attended = SelfAttention(ops, input, layer, keyBias, queryMask, indices);
+                var mid = ops.LayerNorm(ops.Add(attended, input), _w[p + "ln1.w"], _w[p + "ln1.b"], Config.LayerNormEps);
+                var inner = ops.Apply(ops.Linear(mid, _w[p + "ff1"], _w[p + "ff1.b"]), _activation);
+                var ffn = ops.Linear(inner, _w[p + "ff2"], _w[p + "ff2.b"]);
+                return ops.LayerNorm(ops.Add(ffn, mid), _w[p + "ln2.w"], _w[p + "ln2.b"], Config.LayerNormEps);
             });
         }
-        outer.MoveToOuter(h.R is null ? new[] { h.X } : new[] { h.X, h.R });
         return h;
     }
 
-    private Act SelfAttention(TensorOps ops, Act h, int layer, Tensor? keep, Tensor relEmbeddings, Tensor c2pIndex, Tensor p2cIndex)
+    /// <summary>
+    /// The gather indices of one length, narrowed to the rows of the position tables they reach:
+    /// <c>c2p_pos = clamp(bucket(i − j) + span, 0, 2·span − 1)</c>, <c>p2c_pos = clamp(span − bucket(i − j), 0, 2·span − 1)</c>
+    /// (HF's, indexed [key j, query i] for p2c), each minus its first row used.
+    /// </summary>
+    private RelativeIndex RelativeIndices(long length)
     {
-        int heads = Config.Heads;
-        long headDim = Config.HiddenSize / heads, length = c2pIndex.shape[0];
-        string p = $"L{layer}.";
-        Tensor SplitHeads(Tensor t) => t.reshape(t.shape[0], t.shape[1], heads, headDim).transpose(1, 2);
-        // HF: scale = torch.sqrt(torch.tensor(d, dtype=torch.float) * scale_factor), a float32, cast to the model's dtype.
-        double scale = (float)Math.Sqrt((double)(float)(headDim * _s.ScaleFactor));
-        var q = ops.Map(ops.Linear(h, W(p + "q"), W(p + "q.b")), SplitHeads);
-        var k = ops.Map(ops.Linear(h, W(p + "k"), W(p + "k.b")), SplitHeads);
-        var v = ops.Map(ops.Linear(h, W(p + "v"), W(p + "v.b")), SplitHeads);
-
-        var scores = ops.Map(ops.MatMul(q, ops.Map(k, t => t.transpose(-1, -2))), t => t / scale);
-        // The position projections of the relative embeddings: constants of the model ([1, heads, 2 span, d]).
-        Tensor Positions(string role)
-        {
-            using var _ = no_grad();
-            return SplitHeads(nn.functional.linear(relEmbeddings, W(role), W(role + ".b")).unsqueeze(0));
-        }
-        if (_s.ContentToPosition)
-        {
-            var posKey = Positions(_s.ShareAttKey ? p + "k" : p + "posk").transpose(-1, -2);
-            // c2p[b, h, i, j] = q_i · P_k[c2p_idx(i, j)]: linear in q.
-            var c2p = ops.Map(q, t => t.matmul(posKey).gather(-1, c2pIndex.expand(t.shape[0], t.shape[1], length, length)) / scale);
-            scores = ops.Add(scores, c2p);
-        }
-        if (_s.PositionToContent)
-        {
-            var posQuery = Positions(_s.ShareAttKey ? p + "q" : p + "posq").transpose(-1, -2);
-            // p2c[b, h, i, j] = k_j · P_q[p2c_idx(j, i)]: linear in k.
-            var p2c = ops.Map(k, t => t.matmul(posQuery).gather(-1, p2cIndex.expand(t.shape[0], t.shape[1], length, length)).transpose(-1, -2) / scale);
-            scores = ops.Add(scores, p2c);
-        }
-        if (keep is not null)
-        {
-            double min = DType == ScalarType.Float64 ? double.MinValue : float.MinValue;
-            var masked = keep.logical_not();
-            // where() rather than masked_fill: it broadcasts a reference half shared by the batch (one row).
-            var fill = tensor(min, DType, Device);
-            scores = ops.Map(scores, t => where(masked, fill, t));
-        }
-        var context = ops.MatMul(ops.Softmax(scores, -1), v);
-        return ops.Map(context, t => t.transpose(1, 2).reshape(t.shape[0], t.shape[2], -1));
+        int span = _s.AttentionSpan;
+        // On the CPU whatever the model's device: the buckets come from a float32 log and ceil, and the CPU's are the
+        // ones the tests compare with PyTorch's table.
+        using var cpu = RelativePositions.Build(length, _s.PositionBuckets, _s.MaxRelativePositions, CPU);
+        using var rel = cpu.to(Device);
+        var c2p = (rel + span).clamp(0, 2 * span - 1);
+        var p2c = (span - rel).clamp(0, 2 * span - 1);
+        long c2pFirst = c2p.min().item<long>(), c2pLast = c2p.max().item<long>();
+        long p2cFirst = p2c.min().item<long>(), p2cLast = p2c.max().item<long>();
+        return new RelativeIndex(c2p - c2pFirst, c2pFirst, c2pLast - c2pFirst + 1, p2c - p2cFirst, p2cFirst, p2cLast - p2cFirst + 1);
     }
 
-    /// <summary>ContextPooler (token 0 → dense → activation) → classifier.</summary>
+    private readonly record struct RelativeIndex(Tensor C2P, long C2PFirst, long C2PRows, Tensor P2C, long P2CFirst, long P2CRows);
+
+    private Act SelfAttention(TensorOps ops, Act h, int layer, Tensor? keyBias, Tensor? queryMask, RelativeIndex indices)
+    {
+        string p = $"L{layer}.";
+        var q = ops.Map(ops.Linear(h, _w[p + "q"], _w[p + "q.b"]), SplitHeads);
+        var k = ops.Map(ops.Linear(h, _w[p + "k"], _w[p + "k.b"]), SplitHeads);
+        var v = ops.Map(ops.Linear(h, _w[p + "v"], _w[p + "v.b"]), SplitHeads);
+        double scale = _scale;
+
+        // content→content: the product rule (q and k both depend on the input).
+        var scores = ops.Map(ops.MatMul(q, ops.Map(k, t => t.transpose(-1, -2))), t => t / scale);
+        var (keys, queries) = _positions[layer];
+        // content→position (linear in q) and position→content (linear in k), added before the softmax.
+        if (keys is not null)
+            scores = ops.Add(scores, DisentangledBias.ContentToPosition(ops, q, keys.narrow(2, indices.C2PFirst, indices.C2PRows), indices.C2P, scale));
+        if (queries is not null)
+            scores = ops.Add(scores, DisentangledBias.PositionToContent(ops, k, queries.narrow(2, indices.P2CFirst, indices.P2CRows), indices.P2C, scale));
+        if (keyBias is not null) scores = ops.Map(scores, t => t + keyBias);
+        var context = ops.MatMul(ops.Softmax(scores, -1), v);
+        if (queryMask is not null) context = ops.Map(context, t => t * queryMask);
+        var merged = ops.Map(context, t => t.transpose(1, 2).reshape(t.shape[0], t.shape[2], -1));
+        return ops.Linear(merged, _w[p + "o"], _w[p + "o.b"]);
+    }
+
     public Act Forward(TensorOps ops, Act wordEmbeddings, Tensor attentionMask)
     {
         var h = Encode(ops, wordEmbeddings, attentionMask);
+        // ContextPooler: token 0 → dense → pooler_hidden_act; then the classifier.
         var first = ops.Map(h, t => t.select(1, 0));
-        var pooled = ops.Apply(ops.Linear(first, W("dense"), W("dense.b")), TransformerClassifier.ActivationFor(_s.PoolerActivation));
-        return ops.Linear(pooled, W("cls"), W("cls.b"));
+        var pooled = ops.Apply(ops.Linear(first, _w["dense"], _w["dense.b"]), _poolerActivation);
+        return ops.Linear(pooled, _w["cls"], _w["cls.b"]);
     }
 
     public Tensor Logits(Tensor ids, Tensor attentionMask)
@@ -188,10 +195,11 @@ public sealed class DebertaV2Classifier : ITextModel
     }
 
     public ITextModel WithClassifier(Tensor weight, Tensor bias, IReadOnlyList<string> labels) =>
-        throw new InvalidOperationException($"{Config.Architecture} has its own pooler and classifier; a linear head goes only on a bare mean-pooled encoder");
+        throw new InvalidOperationException($"{Config.Architecture} has its own classifier; a linear head is put on bare mean-pooled encoders only");
 
     public void Dispose()
     {
         foreach (var t in _w.Values) t.Dispose();
+        foreach (var (keys, queries) in _positions) { keys?.Dispose(); queries?.Dispose(); }
     }
 }
