@@ -1,3 +1,4 @@
+using AttributionFleet.Engine.Architectures.DebertaV2;
 using AttributionFleet.Engine.Attribution;
 using AttributionFleet.Engine.Ops;
 using AttributionFleet.Engine.Tests.Attribution;
@@ -108,31 +109,34 @@ public class NewOpConservationTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// DeBERTa's scores: c2c (product rule) + c2p = gather(q P_kᵀ, c2p_idx) + p2c = gather(k P_qᵀ, p2c_idx)ᵀ (linear:
-    /// constant position projections, constant indices), padded scores replaced by finfo.min, softmax, context.
+    /// DeBERTa's scores as DebertaV2Classifier builds them: c2c (product rule) + <see cref="DisentangledBias.ContentToPosition"/>
+    /// + <see cref="DisentangledBias.PositionToContent"/> (linear: constant position tables, constant indices, here clamped
+    /// plain distances), padded scores replaced by finfo.min, softmax, context.
     /// </summary>
     [Fact]
     public void DisentangledAttentionConserves()
     {
         var (x, r) = RuleConservationTests.Inputs(14);
-        long l = x.shape[0], span = 3;
+        long l = x.shape[0], d = x.shape[1];
+        const int span = 3;
         var gen = new TorchSharp.torch.Generator(6);
-        var posK = randn(new long[] { 2 * span, 16 }, dtype: F64, generator: gen);
-        var posQ = randn(new long[] { 2 * span, 16 }, dtype: F64, generator: gen);
-        var rel = arange(l).unsqueeze(1) - arange(l).unsqueeze(0);
+        var posK = randn(new long[] { 1, 1, 2 * span, d }, dtype: F64, generator: gen);
+        var posQ = randn(new long[] { 1, 1, 2 * span, d }, dtype: F64, generator: gen);
+        var rel = RelativePositions.Build(l, -1, span, CPU);
         var c2pIdx = (rel + span).clamp(0, 2 * span - 1);
-        var p2cIdx = (-rel + span).clamp(0, 2 * span - 1);
+        var p2cIdx = (span - rel).clamp(0, 2 * span - 1);
         var m = arange(l) < l - 1;
         var masked = m.unsqueeze(0).logical_and(m.unsqueeze(1)).logical_not();
         AssertConserves("disentangled attention", a =>
         {
-            var q = Ops.Map(a, t => t * 0.7);
-            var k = Ops.Map(a, t => t.roll(1, -1));
+            var a4 = Ops.Map(a, t => t.unsqueeze(0).unsqueeze(0));
+            var q = Ops.Map(a4, t => t * 0.7);
+            var k = Ops.Map(a4, t => t.roll(1, -1));
             var scores = Ops.MatMul(q, Ops.Map(k, t => t.transpose(-1, -2)));
-            scores = Ops.Add(scores, Ops.Map(q, t => t.matmul(posK.t()).gather(-1, c2pIdx)));
-            scores = Ops.Add(scores, Ops.Map(k, t => t.matmul(posQ.t()).gather(-1, p2cIdx).transpose(-1, -2)));
+            scores = Ops.Add(scores, DisentangledBias.ContentToPosition(Ops, q, posK, c2pIdx, 1.0));
+            scores = Ops.Add(scores, DisentangledBias.PositionToContent(Ops, k, posQ, p2cIdx, 1.0));
             scores = Ops.Map(scores, t => t.masked_fill(masked, double.MinValue) / 3.0);
-            return Ops.MatMul(Ops.Softmax(scores, -1), a);
+            return Ops.Map(Ops.MatMul(Ops.Softmax(scores, -1), a4), t => t.squeeze(0).squeeze(0));
         }, x, r);
     }
 }
