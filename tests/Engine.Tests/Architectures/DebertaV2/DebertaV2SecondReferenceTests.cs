@@ -69,6 +69,29 @@ public sealed class DebertaV2SecondReferenceTests(ITestOutputHelper output)
         Assert.True(ids2.shape[1] > DebertaV2Architecture.SettingsOf(model2.Config).AttentionSpan, "the texts must be longer than the clamped span");
     }
 
+    /// <summary>
+    /// The deberta-v3 config with one field the forward does not compute is refused naming it (the refusals this
+    /// branch's own model had that main's keeps; main accepts position_biased_input true and token types).
+    /// </summary>
+    [Theory]
+    [InlineData("relative_attention", "false")]
+    [InlineData("pos_att_type", "[\"c2p\", \"p2p\"]")]
+    [InlineData("norm_rel_ebd", "\"batch_norm\"")]
+    [InlineData("conv_kernel_size", "3")]
+    [InlineData("hidden_act", "\"swish\"")]
+    public void BadConfigIsRefusedNamingTheField(string field, string value)
+    {
+        var dir = Directory.CreateTempSubdirectory("af-deberta2nd-").FullName;
+        try
+        {
+            var copy = ArchitectureFixtures.CopyWithConfig("deberta-v3", Path.Combine(dir, field), c => c[field] = System.Text.Json.Nodes.JsonNode.Parse(value));
+            var e = Assert.Throws<ModelLoadException>(() => ModelLoader.Load(copy));
+            output.WriteLine(e.Message);
+            Assert.Equal(field, e.Field);
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
     /// <summary>HF's older string form of pos_att_type ("p2c|c2p") reads as the list.</summary>
     [Fact]
     public void PosAttTypeStringFormReadsAsTheList()
