@@ -3,6 +3,7 @@ using AttributionFleet.Engine.Architectures.Bert;
 using AttributionFleet.Engine.Architectures.DebertaV2;
 using AttributionFleet.Engine.Architectures.DistilBert;
 using AttributionFleet.Engine.Architectures.Electra;
+using AttributionFleet.Engine.Architectures.ModernBert;
 using AttributionFleet.Engine.Architectures.Roberta;
 using AttributionFleet.Engine.Checkpoints;
 
@@ -22,6 +23,7 @@ public static class ArchitectureRegistry
         new RobertaArchitecture(),
         new XlmRobertaArchitecture(),
         new ElectraArchitecture(),
+        new ModernBertArchitecture(),
         new DebertaV2Architecture(),
     };
 

@@ -33,6 +33,8 @@ public enum HeadKind
     MeanPooling,
     /// <summary>DeBERTa-v2/v3 ContextPooler: token 0 → pooler.dense → pooler_hidden_act → classifier.</summary>
     ContextPooler,
+    /// <summary>A head only its family's model knows (ModernBERT's: cls or mean pooling → dense → act → norm → classifier), described by <see cref="ModelConfig.FamilySettings"/>.</summary>
+    FamilyHead,
 }
 
 /// <summary>
@@ -92,7 +94,8 @@ public sealed record ModelConfig
 
     /// <summary>
     /// Settings only one family has (a record defined in that family's folder, e.g. DeBERTa-v2's relative-position
-    /// fields), read by its own model; null for the families whose fields are all above.
+    /// fields, ModernBERT's rotary thetas and attention window), read by its own model; null for the families whose
+    /// fields are all above.
     /// </summary>
     public object? FamilySettings { get; init; }
 
