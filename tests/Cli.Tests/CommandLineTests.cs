@@ -172,7 +172,7 @@ public sealed class CommandLineTests(ITestOutputHelper log) : IDisposable
     [Fact]
     public void HelpOnEveryCommandDocumentsTheExitCodes()
     {
-        foreach (var command in new[] { "", "predict", "explain", "submit", "results", "worker", "import-onnx", "completions", "bench", "train-head" })
+        foreach (var command in new[] { "", "predict", "explain", "submit", "results", "worker", "import-onnx", "completions", "bench", "train-head", "train-default" })
         {
             var (exit, stdout, _) = Run((command + " --help").Split(' ', StringSplitOptions.RemoveEmptyEntries));
             Assert.True(exit == 0, $"fleet {command} --help exit {exit}");

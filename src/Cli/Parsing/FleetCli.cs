@@ -24,7 +24,8 @@ public static class FleetCli
     /// <summary>Commands whose parsing is their own (<c>Run(string[] args, TextWriter stdout)</c>): listed here, shown in help, args passed through.</summary>
     public static readonly List<(string Name, string Description, Func<string[], TextWriter, int> Run)> PassThrough = new()
     {
-        ("train-head", "Train the default model's head.\n" + TrainHeadCommand.Usage, TrainHeadCommand.Run),
+        ("train-head", "Train a linear head on the frozen MiniLM encoder.\n" + TrainHeadCommand.Usage, TrainHeadCommand.Run),
+        ("train-default", "Fine-tune the default model (writes its delta).\n" + TrainDefaultCommand.Usage, TrainDefaultCommand.Run),
         ("bench", "Benchmarks (figures, not pass/fail).\n" + BenchCommand.Usage, BenchCommand.Run),
     };
 

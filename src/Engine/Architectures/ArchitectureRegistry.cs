@@ -1,7 +1,9 @@
 using System.Text.Json;
 using AttributionFleet.Engine.Architectures.Bert;
+using AttributionFleet.Engine.Architectures.DebertaV2;
 using AttributionFleet.Engine.Architectures.DistilBert;
 using AttributionFleet.Engine.Architectures.Electra;
+using AttributionFleet.Engine.Architectures.ModernBert;
 using AttributionFleet.Engine.Architectures.Roberta;
 using AttributionFleet.Engine.Checkpoints;
 
@@ -21,6 +23,8 @@ public static class ArchitectureRegistry
         new RobertaArchitecture(),
         new XlmRobertaArchitecture(),
         new ElectraArchitecture(),
+        new ModernBertArchitecture(),
+        new DebertaV2Architecture(),
     };
 
     public static IReadOnlyList<string> SupportedNames { get; } = All.SelectMany(a => a.Names).ToList();

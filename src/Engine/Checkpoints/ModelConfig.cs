@@ -31,6 +31,10 @@ public enum HeadKind
     ElectraClassificationHead,
     /// <summary>Bare encoder (BertModel): masked mean pooling; with a `classifier.*` head, a linear classifier on it.</summary>
     MeanPooling,
+    /// <summary>DeBERTa-v2/v3 ContextPooler: token 0 → pooler.dense → pooler_hidden_act → classifier.</summary>
+    ContextPooler,
+    /// <summary>A head only its family's model knows (ModernBERT's: cls or mean pooling → dense → act → norm → classifier), described by <see cref="ModelConfig.FamilySettings"/>.</summary>
+    FamilyHead,
 }
 
 /// <summary>
@@ -87,6 +91,13 @@ public sealed record ModelConfig
 
     /// <summary>What the outputs mean; <see cref="ProblemType.Embedding"/> for a bare encoder without a classifier.</summary>
     public ProblemType Problem { get; init; } = ProblemType.SingleLabel;
+
+    /// <summary>
+    /// Settings only one family has (a record defined in that family's folder, e.g. DeBERTa-v2's relative-position
+    /// fields, ModernBERT's rotary thetas and attention window), read by its own model; null for the families whose
+    /// fields are all above.
+    /// </summary>
+    public object? FamilySettings { get; init; }
 
     /// <summary>How positions are numbered (set by the family's architecture).</summary>
     public PositionScheme Positions { get; init; } = PositionScheme.Absolute;

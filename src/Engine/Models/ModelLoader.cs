@@ -17,6 +17,7 @@ public static class ModelLoader
     public static ITextModel Load(string modelDir, Device? device = null, ScalarType dtype = ScalarType.Float32)
     {
         if (!Directory.Exists(modelDir)) throw new ModelLoadException($"Model folder not found: {modelDir}", modelDir);
+        modelDir = CheckpointFolder.Resolve(modelDir); // a hub-cache folder (models--org--name) names its snapshot
         var configPath = Path.Combine(modelDir, ConfigFile);
         if (!File.Exists(configPath)) throw new ModelLoadException($"Model config not found: {configPath}", configPath);
         // The config first, so that its errors come before the weights' (a config without "architectures" reads the

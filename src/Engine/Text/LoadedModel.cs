@@ -45,6 +45,7 @@ public sealed class LoadedModel : IDisposable
 
     public static LoadedModel Load(string directory, Device? device = null)
     {
+        if (System.IO.Directory.Exists(directory)) directory = CheckpointFolder.Resolve(directory); // weights and tokenizer from the same snapshot
         var model = ModelLoader.Load(directory, device ?? DeviceSelector.Resolve());
         try
         {

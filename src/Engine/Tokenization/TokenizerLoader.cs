@@ -104,6 +104,21 @@ public static class TokenizerLoader
                 + " (xlm-roberta, albert and deberta-v2 are); add a tokenizer.json.", file, "model_type");
         }
 
+        if (string.Equals(modelType, "deberta-v2", StringComparison.OrdinalIgnoreCase))
+        {
+            // DebertaV2Tokenizer lower-cases and splits at punctuation before SentencePiece when these are set; the
+            // pipeline here does neither, so the ids would be silently wrong (tokenizer.json spells both out instead).
+            foreach (string field in new[] { "do_lower_case", "split_by_punct" })
+            {
+                if (config.GetBool(field) == true)
+                {
+                    string path = Path.Combine(modelDir, "tokenizer_config.json");
+                    throw new ModelLoadException(
+                        $"'{path}' sets {field} true, which the SentencePiece tokenizer here does not apply to '{file}'; add the model's tokenizer.json.", path, field);
+                }
+            }
+        }
+
         return SentencePieceTokenizers.Load(file, known, config.GetToken("cls_token")?.Content, config.GetToken("sep_token")?.Content,
             config.GetToken("pad_token")?.Content, config.GetToken("unk_token")?.Content, config.GetToken("mask_token")?.Content);
     }

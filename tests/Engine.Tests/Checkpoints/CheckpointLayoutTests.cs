@@ -192,6 +192,16 @@ public sealed class CheckpointLayoutTests : IDisposable
         Assert.Equal(new FileInfo(Path.Combine(Plain, "model.safetensors")).Length, CheckpointFolder.WeightBytes(snapshot));
     }
 
+    /// <summary>Library callers need not resolve first: ModelLoader and LoadedModel take the hub-cache model folder itself.</summary>
+    [Fact]
+    public void ModelLoaderAndLoadedModelTakeTheHubCacheModelFolder()
+    {
+        (string modelFolder, string snapshot) = HubCache("models--org--direct");
+        AssertSameLogits(LogitsOf(modelFolder), 0);
+        using var loaded = AttributionFleet.Engine.Text.LoadedModel.Load(modelFolder, CPU);
+        Assert.Equal(snapshot, loaded.Directory);
+    }
+
     [Fact]
     public void HubCacheWithoutRefsMainUsesItsOnlySnapshot()
     {
