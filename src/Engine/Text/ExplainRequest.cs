@@ -23,6 +23,11 @@ public sealed record ExplainRequest
     public int? MaxLength { get; init; }
     /// <summary>Memory a DeepLift pass may take (MiB; see <see cref="MethodOptions.PassMemoryBytes"/>); null: the device's default.</summary>
     public int? PassMemoryMB { get; init; }
+    /// <summary>
+    /// Memory (MiB) the process's DeepLift reference cache may hold (<see cref="ReferenceCache.Shared"/>; setting it
+    /// resizes that cache); 0: no cache (every reference recorded per pass); null: as configured (default 512 MiB).
+    /// </summary>
+    public int? ReferenceCacheMB { get; init; }
 
     public static readonly string[] Outputs = { "logit", "centered-logit", "probability" };
     public static readonly string[] SoftmaxRules = { "exact", "rescale", "row-mean" };
@@ -74,6 +79,7 @@ public sealed record ExplainRequest
         if (BatchSize < 1) throw new AttributionRequestException("batch_size", $"batch_size must be positive, got {BatchSize}");
         if (References.Count == 0) throw new AttributionRequestException("reference", "at least one reference is needed");
         if (MaxLength is < 2) throw new AttributionRequestException("max_length", $"max_length must be at least 2, got {MaxLength}");
+        if (ReferenceCacheMB is < 0) throw new AttributionRequestException("reference_cache_mb", $"reference_cache_mb must be 0 or more, got {ReferenceCacheMB}");
         if (PassMemoryMB is < 1) throw new AttributionRequestException("pass_memory_mb", $"pass_memory_mb must be at least 1, got {PassMemoryMB}");
     }
 

@@ -1,0 +1,204 @@
+using AttributionFleet.Engine.Attribution;
+using AttributionFleet.Engine.Models;
+using AttributionFleet.Engine.Text;
+using AttributionFleet.Engine.Tokenization;
+using Xunit;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace AttributionFleet.Engine.Tests.Batching;
+
+/// <summary>Two tiny random BERTs written to a temp folder (a [CLS]-pooler head and a mean-pooling head, as MiniLM).</summary>
+public sealed class BatchingModels : IDisposable
+{
+    public static readonly string[] Words =
+        { "the", "movie", "was", "great", "bad", "not", "a", "film", "good", "plot", "!", "?", ".", ",", "very", "boring" };
+
+    private readonly string _root = Path.Combine(Path.GetTempPath(), "batching-models-" + Guid.NewGuid().ToString("N"));
+    public Dictionary<string, LoadedModel> Models { get; } = new();
+
+    public BatchingModels()
+    {
+        foreach (var architecture in new[] { "BertForSequenceClassification", "MeanPoolingClassifier" })
+        {
+            var config = RandomModels.BertConfig(layers: 2, hidden: 16, heads: 2, intermediate: 32, vocab: 1000, labels: 3, maxPositions: 64,
+                architecture: architecture);
+            var dir = Path.Combine(_root, architecture);
+            Directory.CreateDirectory(dir);
+            File.WriteAllLines(Path.Combine(dir, "vocab.txt"), Enumerable.Range(0, config.VocabSize).Select(i => i switch
+            {
+                0 => "[PAD]", 100 => "[UNK]", 101 => "[CLS]", 102 => "[SEP]", 103 => "[MASK]",
+                >= 200 and < 216 => Words[i - 200],
+                _ => $"[unused{i}]",
+            }));
+            using (var model = RandomModels.Create(config, seed: 5, std: 0.5, stress: true)) RandomModels.Save(model, dir);
+            Models[architecture] = LoadedModel.Load(dir, CPU);
+        }
+    }
+
+    /// <summary>Texts of <paramref name="words"/> words each (two specials added: lengths words + 2).</summary>
+    public static List<string> Texts(params int[] words) =>
+        words.Select((n, t) => string.Join(" ", Enumerable.Range(0, n).Select(i => Words[(i * 7 + t * 3) % Words.Length]))).ToList();
+
+    public void Dispose()
+    {
+        foreach (var m in Models.Values) m.Dispose();
+        try { Directory.Delete(_root, recursive: true); } catch (IOException) { }
+    }
+}
+
+/// <summary>
+/// Texts of several lengths in one padded DeepLift batch: each gets the scores it gets alone (float64, 1e-12), padded
+/// positions score exactly 0, the reference half is one row per distinct length, and a cached reference gives
+/// bit-identical results.
+/// </summary>
+public class MixedLengthBatchTests(BatchingModels fixture, ITestOutputHelper output) : IClassFixture<BatchingModels>
+{
+    /// <summary>Every text in one batch: the pass overhead outweighs any padding.</summary>
+    private static readonly BucketCostModel OneBatch = new() { PassOverheadRows = 1e6 };
+
+    private static readonly int[] Words = { 10, 7, 10, 4, 7, 7, 1, 12 };
+
+    [Theory]
+    [InlineData("BertForSequenceClassification", "centered-logit")]
+    [InlineData("BertForSequenceClassification", "probability")]
+    [InlineData("MeanPoolingClassifier", "logit")]
+    [InlineData("MeanPoolingClassifier", "centered-logit")]
+    public void MixedLengthBatchEqualsEachTextAlone(string architecture, string outputKind)
+    {
+        var loaded = fixture.Models[architecture];
+        var explainer = new TextExplainer(loaded) { CostModel = OneBatch };
+        var texts = BatchingModels.Texts(Words);
+        var request = new ExplainRequest { Precision = "float64", Output = outputKind, BatchSize = 16, ReferenceCacheMB = 0 };
+        var mixed = explainer.Explain(texts, request);
+        Assert.Equal(1, explainer.BatchCounts.Batches);
+        var model = loaded.For(Precision.Float64);
+        var options = new MethodOptions { Output = request.ParseOutput(), ReferenceCache = null };
+        double worst = 0;
+        for (int i = 0; i < texts.Count; i++)
+        {
+            // Alone: the engine's plain path, the reference carried through the pass (no groups, no tape).
+            var t = explainer.Tokenize(new[] { texts[i] })[0];
+            var ids = tensor(t.Ids.Select(x => (long)x).ToArray()).unsqueeze(0);
+            var alone = new DeepLift().Attribute(model, new AttributionBatch(ids, ones_like(ids),
+                new[] { explainer.ReferenceEmbeddings("pad", t.Ids.Length, model) }, new long[] { mixed[i].TargetIndex }), options);
+            var scores = alone.Scores[0].data<double>().ToArray();
+            double scale = Math.Max(1, scores.Max(Math.Abs));
+            Assert.Equal(scores.Length, mixed[i].Scores.Length);
+            double diff = scores.Zip(mixed[i].Scores, (a, b) => Math.Abs(a - b)).Max();
+            worst = Math.Max(worst, diff / scale);
+            Assert.True(diff <= 1e-12 * scale, $"text {i} ({t.Ids.Length} tokens): max |mixed − alone| = {diff:E2}");
+            Assert.True(Math.Abs(mixed[i].Fx0 - alone.Fx0[0].item<double>()) <= 1e-12 * Math.Max(1, Math.Abs(mixed[i].Fx0)), $"text {i}: f(x0)");
+            Assert.True(Math.Abs(mixed[i].Fx - alone.Fx[0].item<double>()) <= 1e-12 * Math.Max(1, Math.Abs(mixed[i].Fx)), $"text {i}: f(x)");
+            Assert.True(Math.Abs(mixed[i].Delta) <= 1e-10, $"text {i}: delta {mixed[i].Delta:E2}");
+        }
+        output.WriteLine($"{architecture} {outputKind}: max |mixed − alone| / max(1, |scores|) = {worst:E2}");
+    }
+
+    [Fact]
+    public void PaddedPositionsScoreExactlyZero()
+    {
+        var loaded = fixture.Models["BertForSequenceClassification"];
+        var explainer = new TextExplainer(loaded);
+        var model = loaded.For(Precision.Float64);
+        var items = Sorted(explainer, BatchingModels.Texts(Words));
+        var batch = explainer.PaddedBatch(items, new[] { "pad" }, model, null);
+        var result = new DeepLift().Attribute(model, batch, new MethodOptions { ReferenceCache = null });
+        int width = (int)batch.Ids.shape[1];
+        Assert.Contains(items, t => t.Ids.Length < width);
+        for (int i = 0; i < items.Count; i++)
+        {
+            int l = items[i].Ids.Length;
+            if (l == width) continue;
+            Assert.Equal(0.0, result.Scores[i, TensorIndex.Slice(l, null)].abs().max().item<double>());
+            Assert.Equal(0.0, result.Attributions[i, TensorIndex.Slice(l, null)].abs().max().item<double>());
+            Assert.True(result.Scores[i, TensorIndex.Slice(0, l)].abs().max().item<double>() > 0, "real tokens get scores");
+        }
+    }
+
+    [Fact]
+    public void ReferenceIsOneRowPerDistinctLength()
+    {
+        var loaded = fixture.Models["MeanPoolingClassifier"];
+        var explainer = new TextExplainer(loaded);
+        var model = loaded.For(Precision.Float64);
+        var items = Sorted(explainer, BatchingModels.Texts(Words));
+        int distinct = items.Select(t => t.Ids.Length).Distinct().Count();
+        Assert.True(distinct > 1 && distinct < items.Count);
+        var batch = explainer.PaddedBatch(items, new[] { "pad" }, model, null);
+        Assert.All(batch.ReferenceEmbeddings, r => Assert.Equal(distinct, r.shape[0]));
+        var cache = new ReferenceCache(1L << 30);
+        new DeepLift().Attribute(model, batch, new MethodOptions { ReferenceCache = cache });
+        Assert.Equal(distinct, cache.Misses);
+        Assert.Equal(distinct, cache.Count);
+        var tapes = cache.Tapes.ToList();
+        Assert.All(tapes, tape => Assert.True(tape.Steps > 0));
+        // Every activation the rules received for the reference half: one row.
+        Assert.All(tapes.SelectMany(t => t.Activations), a => Assert.Equal(1, a.shape[0]));
+    }
+
+    [Fact]
+    public void CachedReferenceIsBitIdenticalToUncached()
+    {
+        var loaded = fixture.Models["BertForSequenceClassification"];
+        var texts = BatchingModels.Texts(Words);
+        ReferenceCache.Shared.Clear();
+        foreach (var precision in new[] { "float32", "float64" })
+        {
+            var request = new ExplainRequest { Precision = precision, BatchSize = 16 };
+            var explainer = new TextExplainer(loaded) { CostModel = OneBatch };
+            var uncached = explainer.Explain(texts, request with { ReferenceCacheMB = 0 });
+            ReferenceCache.Shared.ResetCounters();
+            var first = explainer.Explain(texts, request);
+            var second = explainer.Explain(texts, request);
+            Assert.True(ReferenceCache.Shared.Hits >= texts.Select(t => t.Split(' ').Length).Distinct().Count(), $"hits {ReferenceCache.Shared.Hits}");
+            foreach (var run in new[] { first, second })
+                for (int i = 0; i < texts.Count; i++)
+                {
+                    Assert.Equal(uncached[i].Scores, run[i].Scores);
+                    Assert.Equal(uncached[i].Fx0, run[i].Fx0);
+                    Assert.Equal(uncached[i].Delta, run[i].Delta);
+                }
+        }
+    }
+
+    [Fact]
+    public void ReplayedReferenceIsBitIdenticalToTheReferenceCarriedThroughThePass()
+    {
+        // Texts of one length: the engine's plain path (reference carried along, no tape) against the grouped path
+        // replaying a tape recorded by an earlier pass.
+        var loaded = fixture.Models["MeanPoolingClassifier"];
+        var explainer = new TextExplainer(loaded);
+        var model = loaded.For(Precision.Float32);
+        var items = explainer.Tokenize(BatchingModels.Texts(9, 9, 9, 9));
+        var cache = new ReferenceCache(1L << 30);
+        var options = new MethodOptions { ReferenceCache = cache };
+        var batch = explainer.PaddedBatch(items, new[] { "pad" }, model, null);
+        new DeepLift().Attribute(model, batch, options);
+        var replayed = new DeepLift().Attribute(model, batch, options);
+        Assert.Equal(1, cache.Hits);
+        var carried = new DeepLift().Attribute(model, new AttributionBatch(batch.Ids, batch.AttentionMask, batch.ReferenceEmbeddings, null), options);
+        Assert.Equal(carried.Scores.data<double>().ToArray(), replayed.Scores.data<double>().ToArray());
+        Assert.Equal(carried.Fx0.data<double>().ToArray(), replayed.Fx0.data<double>().ToArray());
+        Assert.Equal(carried.Delta.data<double>().ToArray(), replayed.Delta.data<double>().ToArray());
+    }
+
+    [Fact]
+    public void DeepLiftShapOverMixedLengthsEqualsEachTextAlone()
+    {
+        var loaded = fixture.Models["BertForSequenceClassification"];
+        var texts = BatchingModels.Texts(Words);
+        var request = new ExplainRequest { Method = "deeplift-shap", References = new[] { "pad", "mask" }, Precision = "float64", BatchSize = 16 };
+        var mixed = new TextExplainer(loaded) { CostModel = OneBatch }.Explain(texts, request);
+        for (int i = 0; i < texts.Count; i++)
+        {
+            var alone = new TextExplainer(loaded).Explain(new[] { texts[i] }, request with { Target = mixed[i].TargetIndex.ToString() })[0];
+            double scale = Math.Max(1, alone.Scores.Max(Math.Abs));
+            Assert.True(alone.Scores.Zip(mixed[i].Scores, (a, b) => Math.Abs(a - b)).Max() <= 1e-12 * scale, $"text {i}");
+            Assert.True(Math.Abs(mixed[i].Delta) <= 1e-10, $"text {i}: delta {mixed[i].Delta:E2}");
+        }
+    }
+
+    private static List<TokenizedText> Sorted(TextExplainer explainer, IReadOnlyList<string> texts) =>
+        explainer.Tokenize(texts).OrderByDescending(t => t.Ids.Length).ToList();
+}
