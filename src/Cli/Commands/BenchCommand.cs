@@ -23,7 +23,8 @@ public static class BenchCommand
         "fleet bench allocator (which malloc libtorch's tensors come from; see FLEET_NATIVE_ALLOCATOR)\n" +
         "fleet bench profile   [--batch 16] [--length 128] [--layers 2] [--repeats 3] [--no-promote] [--no-kernels] [--threads N]\n" +
         BenchIgStepsCommand.Usage + "\n" +
-        BenchFleetCommand.Usage;
+        BenchFleetCommand.Usage + "\n" +
+        BenchJobCommand.Usage;
 
     private static readonly string[] Options = { "batch", "length", "repeats", "threads", "layers", "ig-texts", "steps", "precision", "device", "max-rows", "pass-memory-mb" };
 
@@ -36,6 +37,7 @@ public static class BenchCommand
             case "predict": return Predict(new CommandLine(rest, Options, Array.Empty<string>()), stdout);
             case "attribute": return Attribute(new CommandLine(rest, Options, new[] { "rules", "no-promote", "no-kernels" }), stdout);
             case "fleet": return BenchFleetCommand.Run(rest, stdout);
+            case "job": return BenchJobCommand.Run(rest, stdout);
             case "ig-steps": return BenchIgStepsCommand.Run(rest, stdout);
             case "rss": return LoadRss(rest, stdout);
             case "allocator":

@@ -44,7 +44,10 @@ public sealed class ReferenceTape : IDisposable
 
     /// <summary>
     /// Records the reference half of <paramref name="model"/>'s forward for one reference [1, W, H] with its own mask
-    /// [1, W], through the same rules a pass uses (input half = reference, no gradients).
+    /// [1, W], through the same rules a pass uses, without gradients, the input half being the reference itself (an
+    /// empty input batch would halve the work, but model code reshapes with -1, which an empty tensor cannot). What a
+    /// rule passes on as the reference's value is computed from the reference alone (the softmax rule's shared shift
+    /// stays inside the rule), so the tape holds exactly what a pass carrying the reference would compute.
     /// </summary>
     internal static ReferenceTape Record(Models.TransformerClassifier model, Tensor reference, Tensor mask, DeepLiftOps ops)
     {
