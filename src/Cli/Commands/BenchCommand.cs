@@ -41,7 +41,8 @@ public static class BenchCommand
             case "ig-steps": return BenchIgStepsCommand.Run(rest, stdout);
             case "rss": return LoadRss(rest, stdout);
             case "allocator":
-                stdout.WriteLine($"allocator: {Engine.NativeAllocator.Describe()}; pid {Environment.ProcessId}");
+                stdout.WriteLine($"allocator: {Engine.NativeAllocator.Describe()}; pid {Environment.ProcessId}; " +
+                    $"{Engine.NativeAllocator.TunablesVariable}={Environment.GetEnvironmentVariable(Engine.NativeAllocator.TunablesVariable)}");
                 return 0;
             case "profile": return Profile(new CommandLine(rest, Options, new[] { "no-promote", "no-kernels" }), stdout);
             default:

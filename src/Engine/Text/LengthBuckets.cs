@@ -43,31 +43,49 @@ public sealed record BucketCostModel
 /// </summary>
 public static class LengthBuckets
 {
-    /// <summary>Indices of texts per batch, longest texts first, each batch sorted by length (longest first).</summary>
-    public static List<List<int>> Plan(IReadOnlyList<int> lengths, int batchSize, BucketCostModel cost)
+    /// <summary>
+    /// Indices of texts per batch, longest texts first, each batch sorted by length (longest first). With
+    /// <paramref name="batches"/>, exactly that many batches (at least the fewest the batch size allows): the cost model
+    /// then only chooses where to cut.
+    /// </summary>
+    public static List<List<int>> Plan(IReadOnlyList<int> lengths, int batchSize, BucketCostModel cost, int? batches = null)
     {
         int n = lengths.Count, max = Math.Max(1, batchSize);
+        if (n == 0) return new List<List<int>>();
         var order = Enumerable.Range(0, n).OrderByDescending(i => lengths[i]).ThenBy(i => i).ToArray();
-        var best = new double[n + 1];
-        var cut = new int[n + 1];
-        for (int end = 1; end <= n; end++)
-        {
-            best[end] = double.PositiveInfinity;
-            int distinct = 0;
-            for (int start = end - 1; start >= Math.Max(0, end - max); start--)
+        int fewest = (n + max - 1) / max;
+        int count = batches is int b ? Math.Clamp(b, fewest, n) : 0;
+        // best[k, end]: least cost of cutting order[0..end) into k batches (k = 0 when the count is free).
+        int layers = count == 0 ? 1 : count + 1;
+        var best = new double[layers, n + 1];
+        var cut = new int[layers, n + 1];
+        for (int k = 0; k < layers; k++)
+            for (int e = 0; e <= n; e++) best[k, e] = double.PositiveInfinity;
+        best[0, 0] = 0;
+        for (int k = count == 0 ? 0 : 1; k < layers; k++)
+            for (int end = 1; end <= n; end++)
             {
-                // Walking the start back adds text order[start]; its length is new unless the next text shares it.
-                if (start == end - 1 || lengths[order[start]] != lengths[order[start + 1]]) distinct++;
-                int width = lengths[order[start]];
-                // The previous batch recorded this length's tape at the same width only if all its texts have this length.
-                bool recorded = start > 0 && lengths[order[cut[start]]] == width;
-                double c = best[start] + cost.Cost(end - start, width, distinct - (recorded ? 1 : 0));
-                if (c < best[end]) { best[end] = c; cut[end] = start; }
+                int distinct = 0;
+                int previous = count == 0 ? 0 : k - 1;
+                for (int start = end - 1; start >= Math.Max(0, end - max); start--)
+                {
+                    // Walking the start back adds text order[start]; its length is new unless the next text shares it.
+                    if (start == end - 1 || lengths[order[start]] != lengths[order[start + 1]]) distinct++;
+                    if (double.IsPositiveInfinity(best[previous, start])) continue;
+                    int width = lengths[order[start]];
+                    // The previous batch recorded this length's tape at the same width only if all its texts have this length.
+                    bool recorded = start > 0 && lengths[order[cut[previous, start]]] == width;
+                    double c = best[previous, start] + cost.Cost(end - start, width, distinct - (recorded ? 1 : 0));
+                    if (c < best[k, end]) { best[k, end] = c; cut[k, end] = start; }
+                }
             }
-        }
         var buckets = new List<List<int>>();
-        for (int end = n; end > 0; end = cut[end])
-            buckets.Add(order[cut[end]..end].ToList());
+        for (int end = n, k = layers - 1; end > 0; k = count == 0 ? 0 : k - 1)
+        {
+            int start = cut[k, end];
+            buckets.Add(order[start..end].ToList());
+            end = start;
+        }
         buckets.Reverse();
         return buckets;
     }

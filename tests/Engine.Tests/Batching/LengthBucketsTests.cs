@@ -48,3 +48,31 @@ public class LengthBucketsTests
         Assert.Equal(new[] { 8, 8, 4 }, buckets.Select(b => b.Count).OrderByDescending(c => c));
     }
 }
+
+/// <summary>A fixed number of batches (the worker's planner: as few as the batch size allows), cut where cheapest.</summary>
+public class LengthBucketsCountTests
+{
+    [Theory]
+    [InlineData(5, 2)]
+    [InlineData(24, 8)]
+    [InlineData(33, 8)]
+    [InlineData(1, 8)]
+    public void AsFewBatchesAsTheBatchSizeAllows(int texts, int batchSize)
+    {
+        var lengths = Enumerable.Range(0, texts).Select(i => 115 + (i * 5) % 15).ToList();
+        int fewest = (texts + batchSize - 1) / batchSize;
+        var buckets = LengthBuckets.Plan(lengths, batchSize, BucketCostModel.Cpu(768), fewest);
+        Assert.Equal(fewest, buckets.Count);
+        Assert.All(buckets, b => Assert.InRange(b.Count, 1, batchSize));
+        Assert.Equal(Enumerable.Range(0, texts), buckets.SelectMany(b => b).OrderBy(i => i));
+    }
+
+    [Fact]
+    public void TheCutFallsBetweenFarApartLengths()
+    {
+        // 6 texts, 4 a batch, two batches: 3 long + 3 short cut between them rather than 4 + 2.
+        var lengths = new[] { 128, 128, 128, 20, 20, 20 };
+        var buckets = LengthBuckets.Plan(lengths, 4, BucketCostModel.Cpu(768), 2);
+        Assert.Equal(new[] { 3, 3 }, buckets.Select(b => b.Count));
+    }
+}
