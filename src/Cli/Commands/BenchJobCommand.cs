@@ -23,6 +23,8 @@ public sealed record BenchJobOptions
     /// <summary>Also run the job in one-length batches (the batching before #13).</summary>
     public bool Exact { get; init; }
     public int Seed { get; init; } = 1;
+    /// <summary>Write the job's texts (one a line) and, beside them (FILE.ids.json), their token ids and the model folder, then stop.</summary>
+    public string? WriteTexts { get; init; }
 }
 
 /// <summary>
@@ -35,9 +37,9 @@ public sealed record BenchJobOptions
 public static class BenchJobCommand
 {
     public const string Usage =
-        "fleet bench job [--model DIR | --layers 12] [--input texts.txt | --texts 33 --lengths lognormal|MIN-MAX] [--batch 8] [--precision float32|float64] [--pass-memory-mb M] [--reference-cache-mb M] [--exact] [--seed 1] [--threads N]";
+        "fleet bench job [--model DIR | --layers 12] [--input texts.txt | --texts 33 --lengths lognormal|MIN-MAX] [--batch 8] [--precision float32|float64] [--pass-memory-mb M] [--reference-cache-mb M] [--exact] [--seed 1] [--threads N] [--write-texts FILE]";
 
-    public static readonly string[] ValueOptions = { "model", "layers", "input", "texts", "lengths", "batch", "precision", "pass-memory-mb", "reference-cache-mb", "seed", "threads" };
+    public static readonly string[] ValueOptions = { "model", "layers", "input", "texts", "lengths", "batch", "precision", "pass-memory-mb", "reference-cache-mb", "seed", "threads", "write-texts" };
     public static readonly string[] FlagOptions = { "exact" };
 
     public static int Run(string[] args, TextWriter stdout)
@@ -58,6 +60,7 @@ public static class BenchJobCommand
             ReferenceCacheMB = cl.Value("reference-cache-mb") is null ? null : cl.Int("reference-cache-mb", 0),
             Exact = cl.Flag("exact"),
             Seed = cl.Int("seed", 1),
+            WriteTexts = cl.Value("write-texts"),
         }, stdout);
     }
 
@@ -73,7 +76,16 @@ public static class BenchJobCommand
             ? TextInput.ReadFile(o.Input).Select(t => t.Text).ToList()
             : Generate(loaded, SampleLengths(o.Lengths, o.Texts, Math.Min(max, 512), o.Seed), o.Seed);
         if (texts.Count == 0) throw new UsageException($"{o.Input}: no texts");
-        var lengths = explainer.Tokenize(texts).Select(t => t.Ids.Length).ToList();
+        var tokenized = explainer.Tokenize(texts);
+        var lengths = tokenized.Select(t => t.Ids.Length).ToList();
+        if (o.WriteTexts is { } path)
+        {
+            File.WriteAllLines(path, texts);
+            var ids = new { model = Path.GetFullPath(dir), pad_id = loaded.Tokenizer.PadId, ids = tokenized.Select(t => t.Ids).ToList() };
+            File.WriteAllText(path + ".ids.json", System.Text.Json.JsonSerializer.Serialize(ids));
+            stdout.WriteLine($"wrote {texts.Count} texts ({lengths.Min()}–{lengths.Max()} tokens, {lengths.Distinct().Count()} distinct) to {path}, ids to {path}.ids.json; model {Path.GetFullPath(dir)}");
+            return 0;
+        }
         long tokens = lengths.Sum();
         int fixedLength = (int)Math.Round(tokens / (double)texts.Count);
         // The same tokens in total at one length: as many texts of the mean length.
