@@ -21,11 +21,13 @@ public readonly record struct ReferenceKey(long Model, string Reference, int Len
 /// <summary>
 /// Reference tapes kept across batches and jobs in a least-recently-used list under a memory budget. A tape is exact to
 /// reuse (the reference half has no gradient and depends only on its key). One tape of a bert-base-sized model at 128
-/// tokens holds ~60 MB in float32, so the default budget (512 MiB) keeps about eight lengths of such a model.
+/// tokens holds ~61 MB in float32 (per layer 9·L·H for Q, Kᵀ, V, the two LayerNorm inputs and the GELU input, and 2·heads·L²
+/// for the scores and the softmax), so the default budget (1 GiB) keeps about sixteen lengths of such a model. A job
+/// whose (length, width) keys outnumber what fits gets few hits from the next job (least recently used goes first).
 /// </summary>
 public sealed class ReferenceCache
 {
-    public const long DefaultBudgetBytes = 512L << 20;
+    public const long DefaultBudgetBytes = 1L << 30;
 
     /// <summary>The process's cache (the CLI and the worker use this one; <see cref="BudgetBytes"/> configures it).</summary>
     public static ReferenceCache Shared { get; } = new(DefaultBudgetBytes);

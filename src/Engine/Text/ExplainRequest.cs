@@ -25,7 +25,7 @@ public sealed record ExplainRequest
     public int? PassMemoryMB { get; init; }
     /// <summary>
     /// Memory (MiB) the process's DeepLift reference cache may hold (<see cref="ReferenceCache.Shared"/>; setting it
-    /// resizes that cache); 0: no cache (every reference recorded per pass); null: as configured (default 512 MiB).
+    /// resizes that cache); 0: no cache (every reference recorded per pass); null: as configured (default 1 GiB).
     /// </summary>
     public int? ReferenceCacheMB { get; init; }
 

@@ -3,7 +3,7 @@ namespace AttributionFleet.Engine.Text;
 /// <summary>
 /// What a DeepLift pass over a padded batch costs, in "token rows" (one text row of one token through the network):
 /// <code>
-/// cost(bucket) = (n + ρ · new_lengths + pass_overhead) · W · (1 + W / (6 H))
+/// cost(bucket) = (n + ρ · new_lengths + pass_overhead + group_overhead · (lengths − 1)) · W · (1 + W / (6 H))
 /// </code>
 /// n texts padded to width W (the padding is the waste), one reference row per distinct length not already recorded
 /// for this width (ρ: recording a reference tape, or carrying the reference through the pass, measured at 1.0–1.25
@@ -19,20 +19,26 @@ public sealed record BucketCostModel
     /// <summary>Fixed cost of a pass, in text rows of its width.</summary>
     public double PassOverheadRows { get; init; } = 0.5;
 
+    /// <summary>Cost of each length group after the first, in text rows (the rules run once per group).</summary>
+    public double GroupOverheadRows { get; init; }
+
     /// <summary>Hidden size of the model (the attention term); 768 unless told.</summary>
     public int HiddenSize { get; init; } = 768;
 
     /// <summary>CPU: passes of 4, 8 or 16 texts cost the same per text (README), so a pass costs little by itself.</summary>
     public static BucketCostModel Cpu(int hiddenSize) => new() { HiddenSize = hiddenSize };
 
-    /// <summary>Accelerators: DeepLift is launch-bound (6.9× a forward at batch 16, 5.2× at 64), a pass costs many rows.</summary>
-    public static BucketCostModel Accelerator(int hiddenSize) => new() { HiddenSize = hiddenSize, PassOverheadRows = 16 };
+    /// <summary>
+    /// Accelerators: DeepLift is launch-bound (6.9× a forward at batch 16, 5.2× at 64), a pass costs many rows. Both
+    /// overheads are estimates from those H200 figures, not measured for mixed lengths (no GPU was lent for #13).
+    /// </summary>
+    public static BucketCostModel Accelerator(int hiddenSize) => new() { HiddenSize = hiddenSize, PassOverheadRows = 16, GroupOverheadRows = 2 };
 
     public static BucketCostModel For(TorchSharp.DeviceType device, int hiddenSize) =>
         device == TorchSharp.DeviceType.CPU ? Cpu(hiddenSize) : Accelerator(hiddenSize);
 
-    public double Cost(int texts, int width, int newLengths) =>
-        (texts + ReferenceRow * newLengths + PassOverheadRows) * width * (1 + width / (6.0 * HiddenSize));
+    public double Cost(int texts, int width, int newLengths, int lengths = 1) =>
+        (texts + ReferenceRow * newLengths + PassOverheadRows + GroupOverheadRows * Math.Max(0, lengths - 1)) * width * (1 + width / (6.0 * HiddenSize));
 }
 
 /// <summary>
@@ -75,7 +81,7 @@ public static class LengthBuckets
                     int width = lengths[order[start]];
                     // The previous batch recorded this length's tape at the same width only if all its texts have this length.
                     bool recorded = start > 0 && lengths[order[cut[previous, start]]] == width;
-                    double c = best[previous, start] + cost.Cost(end - start, width, distinct - (recorded ? 1 : 0));
+                    double c = best[previous, start] + cost.Cost(end - start, width, distinct - (recorded ? 1 : 0), distinct);
                     if (c < best[k, end]) { best[k, end] = c; cut[k, end] = start; }
                 }
             }
