@@ -29,8 +29,21 @@ public sealed class ReferenceCache
 {
     public const long DefaultBudgetBytes = 1L << 30;
 
-    /// <summary>The process's cache (the CLI and the worker use this one; <see cref="BudgetBytes"/> configures it).</summary>
-    public static ReferenceCache Shared { get; } = new(DefaultBudgetBytes);
+    /// <summary>Environment variable: the shared cache's budget in MiB (0: none), for processes that set no other (the worker).</summary>
+    public const string BudgetVariable = "FLEET_REFERENCE_CACHE_MB";
+
+    /// <summary>The process's cache (the CLI and the worker use this one; <see cref="BudgetBytes"/> or <see cref="BudgetVariable"/> configures it).</summary>
+    public static ReferenceCache Shared { get; } = new(BudgetFromEnvironment());
+
+    private static long BudgetFromEnvironment()
+    {
+        var value = Environment.GetEnvironmentVariable(BudgetVariable);
+        if (string.IsNullOrWhiteSpace(value)) return DefaultBudgetBytes;
+        if (long.TryParse(value, out long mb) && mb >= 0) return mb << 20;
+        // A static initializer cannot fail cleanly: say so in one line and keep the default.
+        Console.Error.WriteLine($"fleet: {BudgetVariable} must be a number of MiB (0 or more), got '{value}'; using the default {DefaultBudgetBytes >> 20} MiB");
+        return DefaultBudgetBytes;
+    }
 
     private readonly LinkedList<(ReferenceKey Key, ReferenceTape Tape)> _order = new();
     private readonly Dictionary<ReferenceKey, LinkedListNode<(ReferenceKey Key, ReferenceTape Tape)>> _index = new();
