@@ -199,6 +199,25 @@ public class MixedLengthBatchTests(BatchingModels fixture, ITestOutputHelper out
         }
     }
 
+    [Fact]
+    public void AMixedBatchSplitIntoPassesEqualsOnePass()
+    {
+        var loaded = fixture.Models["MeanPoolingClassifier"];
+        var explainer = new TextExplainer(loaded);
+        var model = loaded.For(Precision.Float64);
+        var items = Sorted(explainer, BatchingModels.Texts(Words));
+        var batch = explainer.PaddedBatch(items, new[] { "pad" }, model, null);
+        var whole = new DeepLift().Attribute(model, batch, new MethodOptions { ReferenceCache = null });
+        // Room for about two texts a pass: the groups are cut across passes, each pass cut to its own longest text.
+        long perText = DeepLift.BytesPerText(model.Config, batch.Ids.shape[1], model.DType);
+        var split = new DeepLift().Attribute(model, batch, new MethodOptions { ReferenceCache = new ReferenceCache(1L << 30), PassMemoryBytes = 2 * perText + 1 });
+        Assert.True(DeepLift.TextsPerPass(model.Config, batch.Ids.shape[1], model.DType, new MethodOptions { PassMemoryBytes = 2 * perText + 1 }) <= 2);
+        Assert.Equal(whole.Scores.shape, split.Scores.shape);
+        double scale = Math.Max(1, whole.Scores.abs().max().item<double>());
+        Assert.True((whole.Scores - split.Scores).abs().max().item<double>() <= 1e-12 * scale);
+        Assert.True((whole.Fx0 - split.Fx0).abs().max().item<double>() <= 1e-12 * scale);
+    }
+
     private static List<TokenizedText> Sorted(TextExplainer explainer, IReadOnlyList<string> texts) =>
         explainer.Tokenize(texts).OrderByDescending(t => t.Ids.Length).ToList();
 }
