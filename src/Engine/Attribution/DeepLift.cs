@@ -162,18 +162,33 @@ public sealed class DeepLift : IAttributionMethod
             return Detach(carried, scope);
         }
         var tapes = new List<ReferenceTape>();
-        if (cached is not null) tapes.Add(cached);
         try
         {
             using (EngineTelemetry.Source.StartActivity("engine.reference"))
-                for (int g = tapes.Count; g < groups.Count; g++)
+            {
+                var found = new ReferenceTape?[groups.Count];
+                found[0] = cached;
+                for (int g = cached is null ? 0 : 1; g < groups.Count; g++) found[g] = cache?.TryAcquire(Key(g));
+                foreach (var tape in found) if (tape is not null) tapes.Add(tape); // released below, whatever happens next
+                var missing = Enumerable.Range(0, groups.Count).Where(g => found[g] is null).ToArray();
+                if (missing.Length > 0)
                 {
-                    var row = reference.narrow(0, g, 1);
-                    var rowMask = masks.narrow(0, g, 1);
-                    ReferenceTape Record() => ReferenceTape.Record(model, row, rowMask, ops);
-                    tapes.Add(cache is null ? Transient(Record())
-                        : cache.Acquire(Key(g), Record));
+                    // Every missing length in one recording pass.
+                    var index = tensor(missing.Select(g => (long)g).ToArray(), device: reference.device);
+                    var recorded = ReferenceTape.RecordRows(model, reference.index_select(0, index), masks.index_select(0, index), ops);
+                    for (int i = 0; i < missing.Length; i++)
+                    {
+                        var tape = recorded[i];
+                        tape.Acquire();
+                        tapes.Add(tape);
+                        if (cache is null) tape.Evict(); // used by this pass only: freed when it releases it
+                        else cache.Add(Key(missing[i]), tape);
+                        found[missing[i]] = tape;
+                    }
                 }
+                tapes.Clear();
+                tapes.AddRange(found.Select(t => t!));
+            }
             using var grad = enable_grad();
             CountPass(ids.shape[0]);
             var x = model.WordEmbeddings(ids).detach().requires_grad_(true);
@@ -223,14 +238,6 @@ public sealed class DeepLift : IAttributionMethod
     {
         Interlocked.Increment(ref _passes);
         Interlocked.Add(ref _passRows, rows);
-    }
-
-    /// <summary>A tape used by one pass only: freed when the pass releases it.</summary>
-    private static ReferenceTape Transient(ReferenceTape tape)
-    {
-        tape.Acquire();
-        tape.Evict();
-        return tape;
     }
 
     internal static AttributionOutput Detach(AttributionOutput o, TorchSharp.DisposeScope scope)

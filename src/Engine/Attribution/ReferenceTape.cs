@@ -60,6 +60,32 @@ public sealed class ReferenceTape : IDisposable
         return new ReferenceTape(recorder.Inputs, Keep(logits.Ref));
     }
 
+    /// <summary>
+    /// <see cref="Record"/> for several references at once ([k, W, H], masks [k, W]): one recording pass of k rows (on an
+    /// accelerator k passes of one row would each pay the launches), cut into one tape per row (each row copied out, so
+    /// every tape owns its memory and is evicted on its own).
+    /// </summary>
+    internal static IReadOnlyList<ReferenceTape> RecordRows(Models.TransformerClassifier model, Tensor references, Tensor masks, DeepLiftOps ops)
+    {
+        long k = references.shape[0];
+        if (k == 1) return new[] { Record(model, references, masks, ops) };
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var recorder = new TapeRecorder(ops);
+        var r = references.detach();
+        var logits = model.Forward(recorder, new Act(r, r), masks);
+        Tensor Row(Tensor t, long g)
+        {
+            if (t.shape[0] != k) throw new InvalidOperationException($"a reference activation has {t.shape[0]} rows in a recording pass of {k}");
+            return Keep(t.narrow(0, g, 1).clone());
+        }
+        var tapes = new List<ReferenceTape>();
+        for (long g = 0; g < k; g++)
+            tapes.Add(new ReferenceTape(recorder.Inputs.Select(step => step.Select(t => Row(t, g)).ToArray()).ToList(), Row(logits.Ref, g)));
+        foreach (var t in recorder.Inputs.SelectMany(x => x)) t.Dispose();
+        return tapes;
+    }
+
     /// <summary>A handle of its own on the same storage, owned by the tape, not by any dispose scope.</summary>
     internal static Tensor Keep(Tensor t)
     {
