@@ -1,86 +1,117 @@
+using AttributionFleet.Cli.Parsing;
+using AttributionFleet.Contracts.V1;
 using AttributionFleet.Worker.Client;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
 namespace AttributionFleet.Cli.Commands;
 
+/// <summary>The typed values of <c>fleet results</c>.</summary>
+public sealed record ResultsOptions(Guid JobId, string? Out, TimeSpan? Timeout, FleetConnection Fleet);
+
 /// <summary><c>fleet results JOB_ID [--out FILE]</c>: collects a job submitted with --no-wait from its durable result queue.</summary>
 public static class ResultsCommand
 {
-    public const string Usage = "fleet results JOB_ID [--out results.jsonl] [--timeout SECONDS] " + FleetHost.OptionsUsage;
+    /// <summary>The command-line form (tests, scripts): parsed as <c>fleet results ARGS</c>, errors printed and mapped to exit codes.</summary>
+    public static int Run(string[] args, TextWriter stdout) => Parsing.FleetCli.Run(["results", .. args], stdout, Console.Error, CancellationToken.None);
 
-    public static int Run(string[] args, TextWriter stdout)
+    public const string Description = "Collect the results of a job submitted with --no-wait (needs a broker).";
+
+    public static int Run(ResultsOptions o, TextWriter stdout, CancellationToken cancel = default)
     {
-        var cl = new CommandLine(args, FleetHost.ValueOptions.Concat(new[] { "out", "timeout", "model" }).ToArray(), Array.Empty<string>());
-        if (cl.Positionals.Count != 1 || !Guid.TryParse(cl.Positionals[0], out var jobId)) throw new UsageException("give one job id (a GUID)");
-        using var host = FleetHost.Build(cl, consumeJobs: null, LogLevel.Warning);
+        using var run = RunScope.Start(o.Timeout, cancel);
+        using var output = o.Out is null ? null : AtomicFile.Create(o.Out, "--out");
+        using var host = FleetHost.Build(o.Fleet, consumeJobs: null, LogLevel.Warning);
         if (!FleetHost.UsesRabbitMq(host)) throw new UsageException("fleet results needs a broker (--transport rabbitmq)");
-        return Run().GetAwaiter().GetResult();
+        try
+        {
+            return Run().GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException) when (run.Token.IsCancellationRequested)
+        {
+            throw new FleetStoppedException($"stopped ({run.Reason}) before job {o.JobId} was collected; its results stay queued: fleet results {o.JobId} --out FILE");
+        }
 
         async Task<int> Run()
         {
-            await host.StartAsync();
+            await FleetHost.EnsureBrokerReachable(host, o.Fleet.ConnectTimeout, run.Token);
+            await host.StartAsync(run.Token);
             try
             {
-                return await Collect(host.Services.GetRequiredService<FleetClient>(), jobId, cl, stdout, null);
+                return await Collect(host.Services.GetRequiredService<FleetClient>(), o.JobId, output, stdout, null, null, run);
             }
             finally
             {
-                await host.StopAsync();
+                using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+                await host.StopAsync(stop.Token);
             }
         }
     }
 
     /// <summary>
     /// Collects the job (submitting it first when <paramref name="submit"/> is given), writes one JSON line per text to
-    /// --out or stdout as batches arrive, shows progress on stderr; 0 when the job completed, 1 when it failed.
+    /// <paramref name="output"/> (committed only when the job completed) or stdout as batches arrive, shows progress on
+    /// stderr. 0 when the job completed and every text is finite, 1 when it failed or a text is non_finite, 3 when the
+    /// run was stopped (signal or --timeout): the job stays recoverable with <c>fleet results</c>.
     /// </summary>
-    public static async Task<int> Collect(FleetClient client, Guid jobId, CommandLine cl, TextWriter stdout, Func<Task>? submit)
+    public static async Task<int> Collect(FleetClient client, Guid jobId, AtomicFile? output, TextWriter stdout, Func<Task>? submit,
+        IReadOnlyList<JobText>? texts, RunScope run)
     {
-        using var cancel = new CancellationTokenSource();
-        if (cl.Value("timeout") is not null) cancel.CancelAfter(TimeSpan.FromSeconds(cl.Int("timeout", 0)));
-        ConsoleCancelEventHandler onCancel = (_, e) =>
-        {
-            e.Cancel = true;
-            cancel.Cancel();
-        };
-        Console.CancelKeyPress += onCancel;
-        var outPath = cl.Value("out");
-        var writer = outPath is null ? stdout : new StreamWriter(outPath, append: false);
+        var writer = output?.Writer ?? stdout;
         bool bar = !Console.IsErrorRedirected;
+        int written = 0, nonFinite = 0;
         try
         {
             var collecting = client.Collect(jobId, async batch =>
             {
-                foreach (var r in batch.Results) await writer.WriteLineAsync(Output.Line(Output.AttributionJson(r)));
-                await writer.FlushAsync();
-            }, p => { if (bar) Console.Error.Write("\r" + ProgressBar(p)); }, cancel.Token);
+                foreach (var r in batch.Results)
+                {
+                    var json = Output.AttributionJson(r);
+                    if (!IsFinite(r)) nonFinite++;
+                    if (output is null) await writer.WriteLineAsync(Output.Line(json));
+                    else await output.WriteAsync(() => writer.WriteLineAsync(Output.Line(json)));
+                    written++;
+                }
+                if (output is null) await writer.FlushAsync();
+                else await output.WriteAsync(() => writer.FlushAsync());
+            }, p => { if (bar) Parsing.FleetCli.Error.Write("\r" + ProgressBar(p)); }, run.Token);
             if (submit is not null) await submit();
             var outcome = await collecting;
-            if (bar) Console.Error.WriteLine();
+            if (bar) Parsing.FleetCli.Error.WriteLine();
             if (outcome.Failed is { } f)
             {
-                Console.Error.WriteLine($"job {jobId} failed: {f.ReasonCode}{(f.Field is null ? "" : $" ({f.Field})")}: {f.Message}");
+                Parsing.FleetCli.Error.WriteLine($"job {jobId} failed: {f.ReasonCode}{(f.Field is null ? "" : $" ({Where(f.Field, texts)})")}: {Terminal.Escape(f.Message)}");
                 return 1;
             }
+            output?.Commit();
             var c = outcome.Completed!;
-            Console.Error.WriteLine($"job {jobId} completed: {c.TextCount} texts in {c.BatchCount} batches, {c.WallMilliseconds / 1000:0.00} s; " +
+            Parsing.FleetCli.Error.WriteLine($"job {jobId} completed: {c.TextCount} texts in {c.BatchCount} batches, {c.WallMilliseconds / 1000:0.00} s; " +
                 $"|delta| max {c.Delta.Max:E2} mean {c.Delta.Mean:E2} p95 {c.Delta.P95:E2}" +
-                (c.Delta.Threshold is { } t ? $", {c.Delta.OverThreshold} over {t:G3}" : ""));
-            return 0;
+                (c.Delta.Threshold is { } t ? $", {c.Delta.OverThreshold} over {t:G3}" : "") +
+                (nonFinite > 0 ? $"; {nonFinite} texts non_finite (NaN or infinite values)" : ""));
+            return nonFinite > 0 ? 1 : 0;
         }
-        catch (OperationCanceledException)
+        catch (OperationCanceledException) when (run.Token.IsCancellationRequested)
         {
-            if (bar) Console.Error.WriteLine();
-            Console.Error.WriteLine($"stopped waiting for job {jobId}; its remaining results stay queued: fleet results {jobId} --out FILE");
-            return 3;
-        }
-        finally
-        {
-            Console.CancelKeyPress -= onCancel;
-            if (outPath is not null) await writer.DisposeAsync();
+            if (bar) Parsing.FleetCli.Error.WriteLine();
+            string kept = "";
+            if (output is not null && written > 0)
+            {
+                // These results were acknowledged (gone from the queue): keep them beside the target, never over it.
+                var partial = output.Path + ".partial";
+                output.Commit(partial);
+                kept = $"; the {written} results collected so far are in {partial}";
+            }
+            throw new FleetStoppedException($"stopped waiting for job {jobId} ({run.Reason}){kept}; its remaining results stay queued: fleet results {jobId} --out FILE");
         }
     }
+
+    private static bool IsFinite(TextAttribution r) =>
+        r.Status == Engine.Text.NonFinite.Status.Ok && r.Scores.All(double.IsFinite) && double.IsFinite(r.Fx) && double.IsFinite(r.Fx0) && double.IsFinite(r.Delta);
+
+    /// <summary>A failure's field with the text's client id and line when it names one text (<c>texts[3]</c>).</summary>
+    private static string Where(string field, IReadOnlyList<JobText>? texts) =>
+        ExplainCommand.TextIndex(field) is int i && texts is not null && i < texts.Count ? $"{field}, text id {texts[i].Id}" : field;
 
     public static string ProgressBar(JobProgress p, int width = 30)
     {
@@ -89,3 +120,6 @@ public static class ResultsCommand
         return $"[{new string('#', filled)}{new string('.', width - filled)}] {p.TextsDone}/{Math.Max(p.TextCount, 0)} texts, {p.BatchesDone}/{Math.Max(p.BatchCount, 0)} batches";
     }
 }
+
+/// <summary>A wait stopped by SIGINT/SIGTERM or --timeout: one line, exit 3; the job stays recoverable.</summary>
+public sealed class FleetStoppedException(string message) : Exception(message);

@@ -13,7 +13,7 @@ public sealed class DeepLift : IAttributionMethod
 {
     public string Name => "deeplift";
 
-    public AttributionOutput Attribute(TransformerClassifier model, AttributionBatch batch, MethodOptions options)
+    public AttributionOutput Attribute(ITextModel model, AttributionBatch batch, MethodOptions options)
     {
         if (batch.ReferenceEmbeddings.Count != 1)
             throw new AttributionRequestException("reference", "DeepLift takes exactly one reference (use deeplift-shap for several)");
@@ -26,7 +26,7 @@ public sealed class DeepLift : IAttributionMethod
     /// for the backward grow with the batch (~100 MB a layer for 16 × 128 on bert-base), so a smaller pass bounds
     /// peak memory. Texts are independent, so the result is the same.
     /// </summary>
-    internal static AttributionOutput AttributeOne(TransformerClassifier model, AttributionBatch batch, int referenceIndex, MethodOptions options)
+    internal static AttributionOutput AttributeOne(ITextModel model, AttributionBatch batch, int referenceIndex, MethodOptions options)
     {
         var reference = batch.ReferenceEmbeddings[referenceIndex];
         long n = batch.Size, per = TextsPerPass(model.Config, batch.Ids.shape[1], model.DType, options, n, batch.Ids.device.type);
@@ -54,7 +54,7 @@ public sealed class DeepLift : IAttributionMethod
         return Detach(joined, scope);
     }
 
-    private static AttributionOutput AttributeChunk(TransformerClassifier model, AttributionBatch batch, Tensor reference, int referenceIndex, MethodOptions options) =>
+    private static AttributionOutput AttributeChunk(ITextModel model, AttributionBatch batch, Tensor reference, int referenceIndex, MethodOptions options) =>
         batch.Groups is null ? AttributeChunk(model, batch, reference, options) : AttributeGrouped(model, batch, reference, referenceIndex, options);
 
     /// <summary>
@@ -94,10 +94,10 @@ public sealed class DeepLift : IAttributionMethod
     /// One pass carrying the reference alongside the input. With <paramref name="record"/>, the reference half is also
     /// kept as a tape (one reference row only), handed back through <paramref name="tape"/>.
     /// </summary>
-    private static AttributionOutput AttributeChunk(TransformerClassifier model, AttributionBatch batch, Tensor reference, MethodOptions options,
+    private static AttributionOutput AttributeChunk(ITextModel model, AttributionBatch batch, Tensor reference, MethodOptions options,
         bool record = false) => AttributeChunk(model, batch, reference, options, record, out _);
 
-    private static AttributionOutput AttributeChunk(TransformerClassifier model, AttributionBatch batch, Tensor reference, MethodOptions options,
+    private static AttributionOutput AttributeChunk(ITextModel model, AttributionBatch batch, Tensor reference, MethodOptions options,
         bool record, out ReferenceTape? tape)
     {
         using var scope = NewDisposeScope();
@@ -131,7 +131,7 @@ public sealed class DeepLift : IAttributionMethod
     /// from its tape, one row wide, recorded with that group's own mask (or taken from the cache), and the input half of
     /// every text runs in one pass. The batch is first cut to its longest text, so a chunk of one length has no padding.
     /// </summary>
-    private static AttributionOutput AttributeGrouped(TransformerClassifier model, AttributionBatch batch, Tensor reference, int referenceIndex, MethodOptions options)
+    private static AttributionOutput AttributeGrouped(ITextModel model, AttributionBatch batch, Tensor reference, int referenceIndex, MethodOptions options)
     {
         using var scope = NewDisposeScope();
         var groups = batch.Groups!;
@@ -255,7 +255,7 @@ public sealed class DeepLiftShap : IAttributionMethod
 {
     public string Name => "deeplift-shap";
 
-    public AttributionOutput Attribute(TransformerClassifier model, AttributionBatch batch, MethodOptions options)
+    public AttributionOutput Attribute(ITextModel model, AttributionBatch batch, MethodOptions options)
     {
         if (batch.ReferenceEmbeddings.Count == 0) throw new AttributionRequestException("reference", "deeplift-shap needs at least one reference");
         AttributionMath.CheckTargets(batch.Targets, model.OutputSize);

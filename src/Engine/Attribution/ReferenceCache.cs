@@ -10,11 +10,11 @@ namespace AttributionFleet.Engine.Attribution;
 /// </summary>
 public readonly record struct ReferenceKey(long Model, string Reference, int Length, int Width, SoftmaxRuleKind SoftmaxRule, bool Promote)
 {
-    private static readonly ConditionalWeakTable<Models.TransformerClassifier, object> Ids = new();
+    private static readonly ConditionalWeakTable<Models.ITextModel, object> Ids = new();
     private static long _next;
 
     /// <summary>A process-unique id for a model object (weakly held: the id never keeps the model alive).</summary>
-    public static long ModelId(Models.TransformerClassifier model) =>
+    public static long ModelId(Models.ITextModel model) =>
         (long)Ids.GetValue(model, _ => Interlocked.Increment(ref _next));
 }
 

@@ -49,7 +49,7 @@ public sealed class ReferenceTape : IDisposable
     /// rule passes on as the reference's value is computed from the reference alone (the softmax rule's shared shift
     /// stays inside the rule), so the tape holds exactly what a pass carrying the reference would compute.
     /// </summary>
-    internal static ReferenceTape Record(Models.TransformerClassifier model, Tensor reference, Tensor mask, DeepLiftOps ops)
+    internal static ReferenceTape Record(Models.ITextModel model, Tensor reference, Tensor mask, DeepLiftOps ops)
     {
         if (reference.shape[0] != 1) throw new ArgumentException("a tape records one reference row", nameof(reference));
         using var scope = NewDisposeScope();
@@ -65,7 +65,7 @@ public sealed class ReferenceTape : IDisposable
     /// accelerator k passes of one row would each pay the launches), cut into one tape per row (each row copied out, so
     /// every tape owns its memory and is evicted on its own).
     /// </summary>
-    internal static IReadOnlyList<ReferenceTape> RecordRows(Models.TransformerClassifier model, Tensor references, Tensor masks, DeepLiftOps ops)
+    internal static IReadOnlyList<ReferenceTape> RecordRows(Models.ITextModel model, Tensor references, Tensor masks, DeepLiftOps ops)
     {
         long k = references.shape[0];
         if (k == 1) return new[] { Record(model, references, masks, ops) };
