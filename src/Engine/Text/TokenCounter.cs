@@ -19,6 +19,7 @@ public sealed class TokenCounter
     {
         var entry = _folders.GetOrAdd(Path.GetFullPath(folder), f => new Lazy<(ModelConfig, ITextTokenizer)>(() =>
         {
+            if (Directory.Exists(f)) f = CheckpointFolder.Resolve(f); // a hub-cache folder names its snapshot, as LoadedModel reads it
             var config = ModelConfig.Load(Path.Combine(f, Models.ModelLoader.ConfigFile));
             return (config, TokenizerLoader.Load(f, config.ModelType));
         }));
@@ -30,7 +31,7 @@ public sealed class TokenCounter
         }
     }
 
-    /// <summary>Token count of each text after truncation to <paramref name="maxLength"/> (or the model's maximum), as <see cref="TextExplainer.Tokenize"/> counts.</summary>
+    /// <summary>Token count of each text after truncation to <paramref name="maxLength"/> (or the model's maximum), as <see cref="TextExplainer.Tokenize"/> counts (and refuses blank texts as it does).</summary>
     public IReadOnlyList<int> Lengths(string folder, IReadOnlyList<string> texts, int? maxLength)
     {
         var (config, tokenizer) = For(folder);
@@ -38,7 +39,7 @@ public sealed class TokenCounter
         var lengths = new int[texts.Count];
         for (int i = 0; i < texts.Count; i++)
         {
-            if (string.IsNullOrWhiteSpace(texts[i])) throw new Attribution.AttributionRequestException($"texts[{i}]", $"text {i} is empty");
+            if (TextContent.IsBlank(texts[i])) throw new Attribution.AttributionRequestException($"texts[{i}]", $"text {i} is empty");
             lengths[i] = tokenizer.Encode(texts[i], max).Ids.Length;
         }
         return lengths;

@@ -1,5 +1,6 @@
 using AttributionFleet.Engine.Attribution;
 using AttributionFleet.Engine.Models;
+using AttributionFleet.Engine.Tests.Models;
 using AttributionFleet.Engine.Text;
 using AttributionFleet.Engine.Tokenization;
 using Xunit;
@@ -48,11 +49,49 @@ public sealed class BatchingModels : IDisposable
 }
 
 /// <summary>
+/// The checkpoints of tests/fixtures/architectures, one per family and head the seam has, loaded on first use: ELECTRA,
+/// DeBERTa-v2 (relative positions, its own masks), XLM-R and RoBERTa (positions counted from the mask), DistilBERT
+/// (imported from its ONNX export, as RoBERTa), and BERT with a multi-label and a regression head.
+/// </summary>
+public sealed class ArchitectureModels : IDisposable
+{
+    private readonly string _root = Directory.CreateTempSubdirectory("af-mixed-arch-").FullName;
+    private readonly Dictionary<string, LoadedModel> _models = new();
+
+    public LoadedModel this[string fixture]
+    {
+        get
+        {
+            lock (_models)
+            {
+                if (_models.TryGetValue(fixture, out var loaded)) return loaded;
+                string folder = ArchitectureFixtures.Folder(fixture);
+                if (fixture.StartsWith("onnx-", StringComparison.Ordinal))
+                {
+                    string vocab = File.Exists(Path.Combine(folder, "vocab.json")) ? "vocab.json" : "vocab.txt";
+                    string outDir = Path.Combine(_root, fixture);
+                    Engine.Onnx.OnnxBertImporter.Import(Path.Combine(folder, "model.onnx"), Path.Combine(folder, vocab), outDir);
+                    folder = outDir;
+                }
+                return _models[fixture] = LoadedModel.Load(folder, CPU);
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var m in _models.Values) m.Dispose();
+        try { Directory.Delete(_root, recursive: true); } catch (IOException) { }
+    }
+}
+
+/// <summary>
 /// Texts of several lengths in one padded DeepLift batch: each gets the scores it gets alone (float64, 1e-12), padded
 /// positions score exactly 0, the reference half is one row per distinct length, and a cached reference gives
 /// bit-identical results.
 /// </summary>
-public class MixedLengthBatchTests(BatchingModels fixture, ITestOutputHelper output) : IClassFixture<BatchingModels>
+public class MixedLengthBatchTests(BatchingModels fixture, ArchitectureModels architectures, ITestOutputHelper output)
+    : IClassFixture<BatchingModels>, IClassFixture<ArchitectureModels>
 {
     /// <summary>Every text in one batch: the pass overhead outweighs any padding.</summary>
     private static readonly BucketCostModel OneBatch = new() { PassOverheadRows = 1e6 };
@@ -93,6 +132,122 @@ public class MixedLengthBatchTests(BatchingModels fixture, ITestOutputHelper out
             Assert.True(Math.Abs(mixed[i].Delta) <= 1e-10, $"text {i}: delta {mixed[i].Delta:E2}");
         }
         output.WriteLine($"{architecture} {outputKind}: max |mixed − alone| / max(1, |scores|) = {worst:E2}");
+    }
+
+    /// <summary>Sentences of 9, 6, 9, 3, 6, 6, 1 and 11 words: repeated and distinct token lengths under any tokenizer.</summary>
+    private static readonly string[] Sentences =
+    {
+        "the plot was dull but the acting was wonderful",
+        "a very boring film , sadly",
+        "the plot was dull but the acting was wonderful",
+        "not good !",
+        "what a great movie it was",
+        "a very boring film , sadly",
+        "wonderful",
+        "i would not watch it again , the ending was bad",
+    };
+
+    public static TheoryData<string, string> FixtureCases() => new()
+    {
+        { "electra", "centered-logit" },
+        { "deberta-v2", "centered-logit" },
+        { "deberta-v2", "probability" },
+        { "xlm-roberta", "centered-logit" },
+        { "onnx-roberta", "probability" },
+        { "onnx-distilbert", "centered-logit" },
+        { "bert-multi-label", "logit" },
+        { "bert-multi-label", "probability" },
+        { "bert-regression", "logit" },
+    };
+
+    /// <summary>
+    /// Every architecture and head on the seam: a mixed-length padded batch gives each text what it gets alone
+    /// (float64, 1e-12; predictions and probabilities as the head means them), a cached reference is bit-identical to an
+    /// uncached one, and a replayed tape to the reference carried through the pass.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(FixtureCases))]
+    public void EveryArchitectureMixedLengthBatchEqualsEachTextAlone(string name, string outputKind)
+    {
+        var loaded = architectures[name];
+        var explainer = new TextExplainer(loaded) { CostModel = OneBatch };
+        var texts = Sentences.ToList();
+        var tokenized = explainer.Tokenize(texts);
+        int distinct = tokenized.Select(t => t.Ids.Length).Distinct().Count();
+        Assert.True(distinct >= 3, $"{name}: only {distinct} distinct lengths");
+        var request = new ExplainRequest { Precision = "float64", Output = outputKind, BatchSize = 16, ReferenceCacheMB = 0 };
+        var mixed = explainer.Explain(texts, request);
+        Assert.Equal(1, explainer.BatchCounts.Batches);
+        double worst = 0;
+        for (int i = 0; i < texts.Count; i++)
+        {
+            var alone = new TextExplainer(loaded).Explain(new[] { texts[i] }, request with { Target = mixed[i].TargetIndex.ToString() })[0];
+            Assert.Equal(alone.Scores.Length, mixed[i].Scores.Length);
+            Assert.Equal(alone.Output, mixed[i].Output);
+            double scale = Math.Max(1, alone.Scores.Max(Math.Abs));
+            double diff = alone.Scores.Zip(mixed[i].Scores, (a, b) => Math.Abs(a - b)).Max();
+            worst = Math.Max(worst, diff / scale);
+            Assert.True(diff <= 1e-12 * scale, $"{name} text {i} ({tokenized[i].Ids.Length} tokens): max |mixed − alone| = {diff:E2}");
+            Assert.True(Math.Abs(mixed[i].Fx - alone.Fx) <= 1e-12 * Math.Max(1, Math.Abs(alone.Fx)), $"{name} text {i}: f(x)");
+            Assert.True(Math.Abs(mixed[i].Fx0 - alone.Fx0) <= 1e-12 * Math.Max(1, Math.Abs(alone.Fx0)), $"{name} text {i}: f(x0)");
+            Assert.True(Math.Abs(mixed[i].Delta) <= 1e-10, $"{name} text {i}: delta {mixed[i].Delta:E2}");
+            Assert.Equal(alone.Prediction.Head, mixed[i].Prediction.Head);
+            Assert.Equal(alone.Prediction.Index, mixed[i].Prediction.Index);
+            if (double.IsNaN(alone.Prediction.Probability)) Assert.True(double.IsNaN(mixed[i].Prediction.Probability));
+            else Assert.True(Math.Abs(alone.Prediction.Probability - mixed[i].Prediction.Probability) <= 1e-12, $"{name} text {i}: probability");
+            if (alone.Prediction.Value is double value)
+                Assert.True(Math.Abs(value - mixed[i].Prediction.Value!.Value) <= 1e-12 * Math.Max(1, Math.Abs(value)), $"{name} text {i}: value");
+        }
+        output.WriteLine($"{name} {outputKind}: {distinct} lengths, max |mixed − alone| / max(1, |scores|) = {worst:E2}");
+
+        // Cached: a private cache (the first pass records every length, the second replays them all), bit-identical.
+        var model = loaded.For(Precision.Float64);
+        var (kind, _) = HeadOutputs.Resolve(model.Problem, request.ParseOutput(), outputKind);
+        var items = tokenized.OrderByDescending(t => t.Ids.Length).ToList();
+        var batch = explainer.PaddedBatch(items, new[] { "pad" }, model, null);
+        var uncached = new DeepLift().Attribute(model, batch, new MethodOptions { Output = kind, ReferenceCache = null });
+        var cache = new ReferenceCache(1L << 30);
+        var cachedOptions = new MethodOptions { Output = kind, ReferenceCache = cache };
+        foreach (int run in new[] { 1, 2 })
+        {
+            var cached = new DeepLift().Attribute(model, batch, cachedOptions);
+            Assert.Equal(uncached.Scores.data<double>().ToArray(), cached.Scores.data<double>().ToArray());
+            Assert.Equal(uncached.Fx0.data<double>().ToArray(), cached.Fx0.data<double>().ToArray());
+            Assert.Equal(uncached.Delta.data<double>().ToArray(), cached.Delta.data<double>().ToArray());
+        }
+        Assert.Equal(distinct, cache.Misses);
+        Assert.Equal(distinct, cache.Hits);
+
+        // One length: the tape replayed (a hit) against the reference carried through the pass (no tape), bit-identical.
+        var same = explainer.Tokenize(Enumerable.Repeat(texts[0], 3).ToList());
+        var one = explainer.PaddedBatch(same, new[] { "pad" }, model, null);
+        var oneCache = new ReferenceCache(1L << 30);
+        new DeepLift().Attribute(model, one, new MethodOptions { Output = kind, ReferenceCache = oneCache });
+        var replayed = new DeepLift().Attribute(model, one, new MethodOptions { Output = kind, ReferenceCache = oneCache });
+        Assert.Equal(1, oneCache.Hits);
+        var carried = new DeepLift().Attribute(model, one with { Groups = null }, new MethodOptions { Output = kind, ReferenceCache = null });
+        Assert.Equal(carried.Scores.data<double>().ToArray(), replayed.Scores.data<double>().ToArray());
+        Assert.Equal(carried.Fx0.data<double>().ToArray(), replayed.Fx0.data<double>().ToArray());
+    }
+
+    /// <summary>
+    /// The job planner's token lengths (config and tokenizer only, no weights) are the explainer's, for every tokenizer
+    /// kind on the seam (WordPiece, SentencePiece unigram and BPE, byte-level BPE), truncation included; blank is refused.
+    /// </summary>
+    [Theory]
+    [InlineData("electra")]
+    [InlineData("deberta-v2")]
+    [InlineData("xlm-roberta")]
+    [InlineData("onnx-roberta")]
+    public void TokenCounterCountsAsTheExplainerTokenizes(string name)
+    {
+        var loaded = architectures[name];
+        var explainer = new TextExplainer(loaded);
+        var texts = Sentences.Append(string.Join(" ", Enumerable.Repeat("wonderful plot", 40))).ToList();
+        var counter = new TokenCounter();
+        foreach (int? max in new int?[] { null, 6 })
+            Assert.Equal(explainer.Tokenize(texts, max).Select(t => t.Ids.Length), counter.Lengths(loaded.Directory, texts, max));
+        Assert.Throws<AttributionRequestException>(() => counter.Lengths(loaded.Directory, new[] { "ok", " \t\0 " }, null));
     }
 
     [Fact]
