@@ -15,13 +15,28 @@ namespace AttributionFleet.Engine;
 /// A malloc can only be replaced before the process starts (LD_PRELOAD). <see cref="PreloadOrContinue"/>, called
 /// first thing in an entry point, re-executes the same process image (execve: same pid, same arguments, same
 /// stdio) with tcmalloc preloaded when the library is installed (Debian: <c>libtcmalloc-minimal4</c>) and not yet
-/// loaded. <c>FLEET_NATIVE_ALLOCATOR</c>: <c>auto</c> (default), <c>system</c> (never), or a library path to preload.
+/// loaded. Without tcmalloc (a fresh machine, or <c>system</c>) it re-executes with <see cref="GlibcTunables"/> instead:
+/// glibc's malloc kept on its heap for activation-sized blocks (mmap threshold at its 32 MiB maximum, so blocks are not
+/// mapped and zeroed by the kernel each time), never trimmed back to the system in a pass (trim threshold 4 GiB, top pad
+/// 64 MiB: freed pages are reused, not returned and faulted in again), one arena per two threads at most (libtorch's
+/// worker threads otherwise each fragment an arena of their own), and transparent huge pages for the heap (fewer page
+/// faults). <c>FLEET_NATIVE_ALLOCATOR</c>: <c>auto</c> (default: tcmalloc, else tuned glibc), <c>system</c> (tuned glibc),
+/// <c>system-untuned</c> (glibc's defaults: for comparisons), or a library path to preload. A <c>GLIBC_TUNABLES</c> already
+/// naming <c>glibc.malloc.*</c> is the user's and is kept. On the C library's malloc the process says so in one line on
+/// stderr, once (<see cref="NoticeOnce"/>).
 /// </para>
 /// </summary>
 public static partial class NativeAllocator
 {
     public const string SettingVariable = "FLEET_NATIVE_ALLOCATOR";
     private const string AttemptedVariable = "FLEET_NATIVE_ALLOCATOR_PRELOADED";
+    private const string NoticeVariable = "FLEET_NATIVE_ALLOCATOR_NOTICE";
+    public const string TunablesVariable = "GLIBC_TUNABLES";
+
+    /// <summary>glibc malloc settings for activation-sized blocks (see the class summary for each one's reason).</summary>
+    public const string GlibcTunables =
+        "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296:glibc.malloc.top_pad=67108864:" +
+        "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1";
 
     private static readonly string[] Candidates =
     {
@@ -35,24 +50,62 @@ public static partial class NativeAllocator
     private static partial int Execve(IntPtr path, IntPtr[] argv, IntPtr[] envp);
 
     /// <summary>
-    /// Re-executes this process with the allocator preloaded, or returns: not Linux, <c>system</c>, no library,
-    /// already loaded, or already tried once (a failed preload is reported by the loader and then ignored).
+    /// Re-executes this process with tcmalloc preloaded, or with <see cref="GlibcTunables"/> when tcmalloc is missing or
+    /// <c>system</c> is set, or returns: not Linux, <c>system-untuned</c>, already loaded or tuned, or already tried once
+    /// (a failed preload is reported by the loader and then ignored). Returning on the C library's malloc, it prints
+    /// <see cref="NoticeOnce"/>'s line.
     /// </summary>
     public static void PreloadOrContinue()
     {
         if (!OperatingSystem.IsLinux()) return;
         var setting = Environment.GetEnvironmentVariable(SettingVariable) ?? "auto";
-        if (setting.Equals("system", StringComparison.OrdinalIgnoreCase)) return;
-        if (Environment.GetEnvironmentVariable(AttemptedVariable) is not null || Loaded() is not null) return;
-        var library = setting.Equals("auto", StringComparison.OrdinalIgnoreCase) ? Candidates.FirstOrDefault(File.Exists) : setting;
-        if (library is null || !File.Exists(library)) return;
+        bool untuned = setting.Equals("system-untuned", StringComparison.OrdinalIgnoreCase);
+        bool system = setting.Equals("system", StringComparison.OrdinalIgnoreCase);
+        if (!untuned && Environment.GetEnvironmentVariable(AttemptedVariable) is null && Loaded() is null)
+        {
+            var library = system ? null
+                : setting.Equals("auto", StringComparison.OrdinalIgnoreCase) ? Candidates.FirstOrDefault(File.Exists) : setting;
+            if (library is not null && File.Exists(library))
+                Reexec(e =>
+                {
+                    e["LD_PRELOAD"] = e.TryGetValue("LD_PRELOAD", out var old) && old.Length > 0 ? library + ":" + old : library;
+                    e[AttemptedVariable] = library;
+                });
+            else if (!UserTunedMalloc())
+                Reexec(e =>
+                {
+                    var old = e.TryGetValue(TunablesVariable, out var t) && t.Length > 0 ? t + ":" : "";
+                    e[TunablesVariable] = old + GlibcTunables;
+                    e[AttemptedVariable] = "glibc-tunables";
+                });
+        }
+        NoticeOnce(Console.Error);
+    }
+
+    /// <summary>
+    /// One line on <paramref name="stderr"/> when this process runs on the C library's malloc (once per process tree:
+    /// child processes inherit the mark).
+    /// </summary>
+    public static void NoticeOnce(TextWriter stderr)
+    {
+        if (Loaded() is not null || Environment.GetEnvironmentVariable(NoticeVariable) is not null) return;
+        Environment.SetEnvironmentVariable(NoticeVariable, "1");
+        stderr.WriteLine($"fleet: native allocator: {Describe()}");
+    }
+
+    /// <summary>glibc's malloc is tuned by this process's own settings (the re-exec) or by the user's GLIBC_TUNABLES.</summary>
+    public static bool GlibcTuned() => Environment.GetEnvironmentVariable(TunablesVariable)?.Contains("glibc.malloc.", StringComparison.Ordinal) == true;
+
+    private static bool UserTunedMalloc() => GlibcTuned();
+
+    private static void Reexec(Action<Dictionary<string, string>> change)
+    {
         string[] argv;
         try { argv = Encoding.UTF8.GetString(File.ReadAllBytes("/proc/self/cmdline")).TrimEnd('\0').Split('\0'); }
         catch (IOException) { return; }
         var environment = Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
             .ToDictionary(e => (string)e.Key, e => (string?)e.Value ?? "");
-        environment["LD_PRELOAD"] = environment.TryGetValue("LD_PRELOAD", out var old) && old.Length > 0 ? library + ":" + old : library;
-        environment[AttemptedVariable] = library;
+        change(environment);
         Exec("/proc/self/exe", argv, environment.Select(p => p.Key + "=" + p.Value));
     }
 
@@ -91,7 +144,9 @@ public static partial class NativeAllocator
 
     /// <summary>One line for logs and benchmark headers.</summary>
     public static string Describe() =>
-        Loaded() is { } path ? $"tcmalloc ({path})" : "C library malloc (install libtcmalloc-minimal4 for faster attribution)";
+        Loaded() is { } path ? $"tcmalloc ({path})"
+        : GlibcTuned() ? "C library malloc, tuned (GLIBC_TUNABLES); tcmalloc is faster: install libtcmalloc-minimal4"
+        : "C library malloc, untuned (the slow path: install libtcmalloc-minimal4, or leave FLEET_NATIVE_ALLOCATOR unset)";
 
     private static void Exec(string path, string[] argv, IEnumerable<string> environment)
     {

@@ -33,6 +33,8 @@ public class NativeAllocatorTests
         info.ArgumentList.Add("allocator");
         info.Environment.Remove(NativeAllocator.SettingVariable);
         info.Environment.Remove("LD_PRELOAD");
+        info.Environment.Remove(NativeAllocator.TunablesVariable);
+        info.Environment.Remove("FLEET_NATIVE_ALLOCATOR_NOTICE");
         foreach (var (k, v) in environment) info.Environment[k] = v;
         using var process = Process.Start(info)!;
         int pid = process.Id;
@@ -64,5 +66,48 @@ public class NativeAllocatorTests
         var (output, code, _) = RunFleet(new Dictionary<string, string?> { [NativeAllocator.SettingVariable] = "/nonexistent/libtcmalloc_minimal.so.4" });
         Assert.Equal(0, code);
         Assert.Contains("allocator: C library malloc", output);
+    }
+
+    private static int Count(string text, string part) => (text.Length - text.Replace(part, "").Length) / part.Length;
+
+    [TcmallocFact]
+    public void TcmallocSaysNothingOnStderr()
+    {
+        var (output, code, _) = RunFleet(new Dictionary<string, string?>());
+        Assert.Equal(0, code);
+        Assert.DoesNotContain("fleet: native allocator:", output);
+    }
+
+    [Fact]
+    public void SystemRunsGlibcWithTheProjectsTunablesAndSaysSoOnce()
+    {
+        var (output, code, pid) = RunFleet(new Dictionary<string, string?> { [NativeAllocator.SettingVariable] = "system" });
+        Assert.Equal(0, code);
+        Assert.Contains("allocator: C library malloc, tuned", output);
+        Assert.Contains($"{NativeAllocator.TunablesVariable}={NativeAllocator.GlibcTunables}", output);
+        Assert.Contains($"pid {pid}", output); // re-executed in place
+        Assert.Equal(1, Count(output, "fleet: native allocator:"));
+    }
+
+    [Fact]
+    public void UntunedSettingKeepsGlibcDefaultsAndSaysSoOnce()
+    {
+        var (output, code, _) = RunFleet(new Dictionary<string, string?> { [NativeAllocator.SettingVariable] = "system-untuned" });
+        Assert.Equal(0, code);
+        Assert.Contains("allocator: C library malloc, untuned", output);
+        Assert.DoesNotContain("glibc.malloc.", output);
+        Assert.Equal(1, Count(output, "fleet: native allocator:"));
+    }
+
+    [Fact]
+    public void AUsersOwnMallocTunablesAreKept()
+    {
+        var (output, code, _) = RunFleet(new Dictionary<string, string?>
+        {
+            [NativeAllocator.SettingVariable] = "system",
+            [NativeAllocator.TunablesVariable] = "glibc.malloc.arena_max=1",
+        });
+        Assert.Equal(0, code);
+        Assert.Contains($"{NativeAllocator.TunablesVariable}=glibc.malloc.arena_max=1;", output.Replace("\n", ";"));
     }
 }

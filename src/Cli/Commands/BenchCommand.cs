@@ -25,7 +25,8 @@ public static class BenchCommand
         BenchIgStepsCommand.Usage + "\n" +
         BenchTargetsCommand.Usage + "\n" +
         BenchFaithfulnessCommand.Usage + "\n" +
-        BenchFleetCommand.Usage;
+        BenchFleetCommand.Usage + "\n" +
+        BenchJobCommand.Usage;
 
     private static readonly string[] Options = { "batch", "length", "repeats", "threads", "layers", "ig-texts", "steps", "precision", "device", "max-rows", "pass-memory-mb" };
 
@@ -38,12 +39,14 @@ public static class BenchCommand
             case "predict": return Predict(new CommandLine(rest, Options, Array.Empty<string>()), stdout);
             case "attribute": return Attribute(new CommandLine(rest, Options, new[] { "rules", "no-promote", "no-kernels" }), stdout);
             case "fleet": return BenchFleetCommand.Run(rest, stdout);
+            case "job": return BenchJobCommand.Run(rest, stdout);
             case "ig-steps": return BenchIgStepsCommand.Run(rest, stdout);
             case "targets": return BenchTargetsCommand.Run(rest, stdout);
             case "faithfulness": return BenchFaithfulnessCommand.Run(rest, stdout);
             case "rss": return LoadRss(rest, stdout);
             case "allocator":
-                stdout.WriteLine($"allocator: {Engine.NativeAllocator.Describe()}; pid {Environment.ProcessId}");
+                stdout.WriteLine($"allocator: {Engine.NativeAllocator.Describe()}; pid {Environment.ProcessId}; " +
+                    $"{Engine.NativeAllocator.TunablesVariable}={Environment.GetEnvironmentVariable(Engine.NativeAllocator.TunablesVariable)}");
                 return 0;
             case "profile": return Profile(new CommandLine(rest, Options, new[] { "no-promote", "no-kernels" }), stdout);
             default:

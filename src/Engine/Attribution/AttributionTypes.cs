@@ -41,6 +41,9 @@ public sealed class AttributionRequestException : Exception
 public sealed record AttributionBatch(Tensor Ids, Tensor AttentionMask, IReadOnlyList<Tensor> ReferenceEmbeddings, long[]? Targets)
 {
     public long Size => Ids.shape[0];
+
+    /// <summary>Texts of several lengths in one padded batch, each length against its own one-row reference (DeepLift, DeepLiftShap).</summary>
+    public ReferenceGroups? Groups { get; init; }
 }
 
 /// <summary>Options shared by the methods.</summary>
@@ -71,6 +74,8 @@ public sealed record MethodOptions
     public int Seed { get; init; } = 0;
     /// <summary>Compute float32 rescale multipliers in float64 (recommended by the design note).</summary>
     public bool PromoteMultipliers { get; init; } = true;
+    /// <summary>DeepLift: where reference tapes of grouped batches are kept (<see cref="Attribution.ReferenceCache.Shared"/> by default); null records each once per pass.</summary>
+    public ReferenceCache? ReferenceCache { get; init; } = Attribution.ReferenceCache.Shared;
 }
 
 /// <summary>

@@ -18,7 +18,7 @@ public sealed class DeepLift : IAttributionMethod
         if (batch.ReferenceEmbeddings.Count != 1)
             throw new AttributionRequestException("reference", "DeepLift takes exactly one reference (use deeplift-shap for several)");
         AttributionMath.CheckTargets(batch.Targets, model.OutputSize);
-        return AttributeOne(model, batch, batch.ReferenceEmbeddings[0], options);
+        return AttributeOne(model, batch, 0, options);
     }
 
     /// <summary>
@@ -26,10 +26,11 @@ public sealed class DeepLift : IAttributionMethod
     /// for the backward grow with the batch (~100 MB a layer for 16 × 128 on bert-base), so a smaller pass bounds
     /// peak memory. Texts are independent, so the result is the same.
     /// </summary>
-    internal static AttributionOutput AttributeOne(ITextModel model, AttributionBatch batch, Tensor reference, MethodOptions options)
+    internal static AttributionOutput AttributeOne(ITextModel model, AttributionBatch batch, int referenceIndex, MethodOptions options)
     {
+        var reference = batch.ReferenceEmbeddings[referenceIndex];
         long n = batch.Size, per = TextsPerPass(model.Config, batch.Ids.shape[1], model.DType, options, n, batch.Ids.device.type);
-        if (n <= per) return AttributeChunk(model, batch, reference, options);
+        if (n <= per) return AttributeChunk(model, batch, reference, referenceIndex, options);
         using var scope = NewDisposeScope();
         var parts = new List<AttributionOutput>();
         for (long start = 0; start < n; start += per)
@@ -37,14 +38,24 @@ public sealed class DeepLift : IAttributionMethod
             long count = Math.Min(per, n - start);
             var slice = new AttributionBatch(batch.Ids.narrow(0, start, count), batch.AttentionMask.narrow(0, start, count),
                 batch.ReferenceEmbeddings, batch.Targets?.AsSpan((int)start, (int)count).ToArray());
-            var r = reference.shape[0] == n ? reference.narrow(0, start, count) : reference;
-            parts.Add(AttributeChunk(model, slice, r, options));
+            Tensor r;
+            if (batch.Groups is { } groups)
+            {
+                var (sliced, first) = groups.Slice(start, count);
+                slice = slice with { Groups = sliced };
+                r = reference.narrow(0, first, sliced.Count);
+            }
+            else r = reference.shape[0] == n ? reference.narrow(0, start, count) : reference;
+            parts.Add(AttributeChunk(model, slice, r, referenceIndex, options));
         }
         var joined = new AttributionOutput(cat(parts.Select(p => p.Attributions).ToArray(), 0), cat(parts.Select(p => p.Scores).ToArray(), 0),
             cat(parts.Select(p => p.Fx).ToArray(), 0), cat(parts.Select(p => p.Fx0).ToArray(), 0), cat(parts.Select(p => p.Delta).ToArray(), 0),
             cat(parts.Select(p => p.Logits).ToArray(), 0), parts.SelectMany(p => p.Targets).ToArray());
         return Detach(joined, scope);
     }
+
+    private static AttributionOutput AttributeChunk(ITextModel model, AttributionBatch batch, Tensor reference, int referenceIndex, MethodOptions options) =>
+        batch.Groups is null ? AttributeChunk(model, batch, reference, options) : AttributeGrouped(model, batch, reference, referenceIndex, options);
 
     /// <summary>
     /// Texts per pass: as many as <see cref="MethodOptions.PassMemoryBytes"/> holds by <see cref="BytesPerText"/> (at
@@ -79,18 +90,29 @@ public sealed class DeepLift : IAttributionMethod
         return perLayer * config.Layers * elementBytes * 14 / 10;
     }
 
-    private static AttributionOutput AttributeChunk(ITextModel model, AttributionBatch batch, Tensor reference, MethodOptions options)
+    /// <summary>
+    /// One pass carrying the reference alongside the input. With <paramref name="record"/>, the reference half is also
+    /// kept as a tape (one reference row only), handed back through <paramref name="tape"/>.
+    /// </summary>
+    private static AttributionOutput AttributeChunk(ITextModel model, AttributionBatch batch, Tensor reference, MethodOptions options,
+        bool record = false) => AttributeChunk(model, batch, reference, options, record, out _);
+
+    private static AttributionOutput AttributeChunk(ITextModel model, AttributionBatch batch, Tensor reference, MethodOptions options,
+        bool record, out ReferenceTape? tape)
     {
         using var scope = NewDisposeScope();
         using var grad = enable_grad();
+        CountPass(batch.Size);
         var x = model.WordEmbeddings(batch.Ids).detach().requires_grad_(true);
         var r = reference.detach();
         var ops = new DeepLiftOps(options.SoftmaxRule, options.PromoteMultipliers);
+        var recorder = record && r.shape[0] == 1 ? new ReferenceTape.TapeRecorder(ops) : null;
         Act f, logits;
         long[] targets;
         using (EngineTelemetry.Source.StartActivity("engine.forward"))
         {
-            logits = model.Forward(ops, new Act(x, r), batch.AttentionMask);
+            logits = model.Forward(recorder ?? (Ops.TensorOps)ops, new Act(x, r), batch.AttentionMask);
+            tape = recorder is null ? null : new ReferenceTape(recorder.Inputs, ReferenceTape.Keep(logits.Ref));
             targets = AttributionMath.ResolveTargets(batch.Targets, logits.X);
             f = TargetOutput.Select(ops, logits, targets, options.Output);
         }
@@ -102,6 +124,120 @@ public sealed class DeepLift : IAttributionMethod
         var attributions = (x.detach() - r) * x.grad!;
         var result = AttributionMath.Finish(attributions, f.X, f.Ref, logits.X, targets);
         return Detach(result, scope);
+    }
+
+    /// <summary>
+    /// A padded batch of texts of several lengths (<see cref="AttributionBatch.Groups"/>): each group's reference half comes
+    /// from its tape, one row wide, recorded with that group's own mask (or taken from the cache), and the input half of
+    /// every text runs in one pass. The batch is first cut to its longest text, so a chunk of one length has no padding.
+    /// </summary>
+    private static AttributionOutput AttributeGrouped(ITextModel model, AttributionBatch batch, Tensor reference, int referenceIndex, MethodOptions options)
+    {
+        using var scope = NewDisposeScope();
+        var groups = batch.Groups!;
+        if (reference.shape[0] != groups.Count)
+            throw new AttributionRequestException("reference", $"a batch of {groups.Count} length groups needs one reference row per group, got {reference.shape[0]}");
+        var lengths = groups.Lengths();
+        int width = lengths.Max();
+        Tensor ids = batch.Ids, mask = batch.AttentionMask, masks = groups.Masks;
+        if (width < ids.shape[1])
+        {
+            ids = ids.narrow(1, 0, width);
+            mask = mask.narrow(1, 0, width);
+            masks = masks.narrow(1, 0, width);
+            reference = reference.narrow(1, 0, width);
+        }
+        var ops = new DeepLiftOps(options.SoftmaxRule, options.PromoteMultipliers);
+        var name = groups.Names?[referenceIndex];
+        var cache = name is null ? null : options.ReferenceCache;
+        ReferenceKey Key(int g) => new(ReferenceKey.ModelId(model), name!, lengths[g], width, options.SoftmaxRule, options.PromoteMultipliers);
+        var cached = groups.Count == 1 ? cache?.TryAcquire(Key(0)) : null;
+        if (groups.Count == 1 && cached is null)
+        {
+            // One length, not cached: the reference is carried through the pass (one row) and recorded on the way.
+            var plain = batch with { Ids = ids, AttentionMask = mask, Groups = null };
+            var carried = AttributeChunk(model, plain, reference, options, cache is not null, out var recorded);
+            if (recorded is not null) cache!.Add(Key(0), recorded);
+            if (width < batch.Ids.shape[1]) carried = PadTo(carried, batch.Ids.shape[1]);
+            return Detach(carried, scope);
+        }
+        var tapes = new List<ReferenceTape>();
+        try
+        {
+            using (EngineTelemetry.Source.StartActivity("engine.reference"))
+            {
+                var found = new ReferenceTape?[groups.Count];
+                found[0] = cached;
+                for (int g = cached is null ? 0 : 1; g < groups.Count; g++) found[g] = cache?.TryAcquire(Key(g));
+                foreach (var tape in found) if (tape is not null) tapes.Add(tape); // released below, whatever happens next
+                var missing = Enumerable.Range(0, groups.Count).Where(g => found[g] is null).ToArray();
+                if (missing.Length > 0)
+                {
+                    // Every missing length in one recording pass.
+                    var index = tensor(missing.Select(g => (long)g).ToArray(), device: reference.device);
+                    var recorded = ReferenceTape.RecordRows(model, reference.index_select(0, index), masks.index_select(0, index), ops);
+                    for (int i = 0; i < missing.Length; i++)
+                    {
+                        var tape = recorded[i];
+                        tape.Acquire();
+                        tapes.Add(tape);
+                        if (cache is null) tape.Evict(); // used by this pass only: freed when it releases it
+                        else cache.Add(Key(missing[i]), tape);
+                        found[missing[i]] = tape;
+                    }
+                }
+                tapes.Clear();
+                tapes.AddRange(found.Select(t => t!));
+            }
+            using var grad = enable_grad();
+            CountPass(ids.shape[0]);
+            var x = model.WordEmbeddings(ids).detach().requires_grad_(true);
+            var replay = new TapeReplayOps(ops, tapes, groups.Rows);
+            var groupOfRow = tensor(groups.Rows.SelectMany((count, g) => Enumerable.Repeat((long)g, (int)count)).ToArray(), device: x.device);
+            Act f;
+            Tensor logits;
+            long[] targets;
+            using (EngineTelemetry.Source.StartActivity("engine.forward"))
+            {
+                logits = model.Forward(replay, new Act(x), mask).X;
+                if (replay.Steps != tapes[0].Steps)
+                    throw new InvalidOperationException($"the pass made {replay.Steps} rule calls but the reference tape recorded {tapes[0].Steps}");
+                var logitsRef = cat(tapes.Select(t => t.Logits).ToArray(), 0).index_select(0, groupOfRow);
+                targets = AttributionMath.ResolveTargets(batch.Targets, logits);
+                f = TargetOutput.Select(ops, new Act(logits, logitsRef), targets, options.Output);
+            }
+            using (EngineTelemetry.Source.StartActivity("engine.backward"))
+            {
+                f.X.sum().backward();
+                Rules.RuleGradients.ReleaseHanded();
+            }
+            var attributions = (x.detach() - reference.index_select(0, groupOfRow)) * x.grad!;
+            var result = AttributionMath.Finish(attributions, f.X, f.Ref, logits, targets);
+            if (width < batch.Ids.shape[1]) result = PadTo(result, batch.Ids.shape[1]);
+            return Detach(result, scope);
+        }
+        finally
+        {
+            foreach (var tape in tapes) tape.Release();
+        }
+    }
+
+    /// <summary>Padded positions past the pass's own width: attributions and scores exactly 0.</summary>
+    private static AttributionOutput PadTo(AttributionOutput o, long width) => o with
+    {
+        Attributions = nn.functional.pad(o.Attributions, new long[] { 0, 0, 0, width - o.Attributions.shape[1] }),
+        Scores = nn.functional.pad(o.Scores, new long[] { 0, width - o.Scores.shape[1] }),
+    };
+
+    private static long _passes, _passRows;
+
+    /// <summary>DeepLift passes run in this process and the texts in them (benchmarks: mean rows per pass).</summary>
+    public static (long Passes, long Rows) PassCounts => (Interlocked.Read(ref _passes), Interlocked.Read(ref _passRows));
+
+    private static void CountPass(long rows)
+    {
+        Interlocked.Increment(ref _passes);
+        Interlocked.Add(ref _passRows, rows);
     }
 
     internal static AttributionOutput Detach(AttributionOutput o, TorchSharp.DisposeScope scope)
@@ -125,10 +261,10 @@ public sealed class DeepLiftShap : IAttributionMethod
         AttributionMath.CheckTargets(batch.Targets, model.OutputSize);
         using var scope = NewDisposeScope();
         Tensor? attr = null, fx0 = null, fx = null, logits = null;
-        foreach (var reference in batch.ReferenceEmbeddings)
+        for (int i = 0; i < batch.ReferenceEmbeddings.Count; i++)
         {
             // The first pass resolves predicted targets; the others explain the same ones.
-            var one = DeepLift.AttributeOne(model, batch, reference, options);
+            var one = DeepLift.AttributeOne(model, batch, i, options);
             batch = batch with { Targets = one.Targets };
             attr = attr is null ? one.Attributions : attr + one.Attributions;
             fx0 = fx0 is null ? one.Fx0 : fx0 + one.Fx0;

@@ -23,6 +23,11 @@ public sealed record ExplainRequest
     public int? MaxLength { get; init; }
     /// <summary>Memory a DeepLift pass may take (MiB; see <see cref="MethodOptions.PassMemoryBytes"/>); null: the device's default.</summary>
     public int? PassMemoryMB { get; init; }
+    /// <summary>
+    /// Memory (MiB) the process's DeepLift reference cache may hold (<see cref="ReferenceCache.Shared"/>; setting it
+    /// resizes that cache); 0: no cache (every reference recorded per pass); null: as configured (default 1 GiB).
+    /// </summary>
+    public int? ReferenceCacheMB { get; init; }
 
     /// <summary>The <see cref="Target"/> that explains every output of the classifier (one attribution row per class).</summary>
     public const string AllTargets = "all";
@@ -85,6 +90,7 @@ public sealed record ExplainRequest
         if (MaxLength is < 2) throw new AttributionRequestException("max_length", $"max_length must be at least 2, got {MaxLength}");
         if (!double.IsFinite(WeakReferenceThreshold) || WeakReferenceThreshold < 0 || WeakReferenceThreshold > 1)
             throw new AttributionRequestException("weak_reference_threshold", $"weak_reference_threshold must be a probability between 0 and 1, got {WeakReferenceThreshold}");
+        if (ReferenceCacheMB is < 0) throw new AttributionRequestException("reference_cache_mb", $"reference_cache_mb must be 0 or more, got {ReferenceCacheMB}");
         if (PassMemoryMB is < 1) throw new AttributionRequestException("pass_memory_mb", $"pass_memory_mb must be at least 1, got {PassMemoryMB}");
     }
 

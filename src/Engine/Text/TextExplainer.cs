@@ -5,12 +5,17 @@ using static TorchSharp.torch;
 namespace AttributionFleet.Engine.Text;
 
 /// <summary>
-/// Texts in, predictions and explanations out. Texts are bucketed by token length, so a batch needs no
-/// padding and every text of it shares one reference (computed once, broadcast through the network).
+/// Texts in, predictions and explanations out. DeepLift and DeepLiftShap take texts of nearby lengths in one padded
+/// batch (<see cref="LengthBuckets.Plan"/>: widths chosen by <see cref="CostModel"/>), each distinct length against its
+/// own one-row reference, recorded once and kept in <see cref="ReferenceCache.Shared"/>. The other methods take texts
+/// bucketed by exact token length, so a batch needs no padding and its texts share one reference.
 /// </summary>
 public sealed partial class TextExplainer
 {
     public LoadedModel Model { get; }
+
+    /// <summary>How DeepLift batches are cut; null: <see cref="BucketCostModel.For"/> the model's device.</summary>
+    public BucketCostModel? CostModel { get; init; }
 
     public TextExplainer(LoadedModel model) => Model = model;
 
@@ -68,6 +73,7 @@ public sealed partial class TextExplainer
             Integration = request.ParseIntegration(),
             Samples = request.Samples,
             PassMemoryBytes = request.PassMemoryMB is int mb ? (long)mb << 20 : null,
+            ReferenceCache = ReferenceCacheFor(request),
         };
         PrecisionSupport.Check(precision, Model.Device.type == TorchSharp.DeviceType.CUDA);
         if (!model.HasClassifier && request.Target is null)
@@ -75,6 +81,11 @@ public sealed partial class TextExplainer
         var tokenized = Tokenize(texts, request.MaxLength);
         int? fixedTarget = request.Target is null ? null : ResolveTarget(request.Target, model.OutputSize);
         var results = new Explanation[texts.Count];
+        if (method is DeepLift or DeepLiftShap)
+        {
+            ExplainPadded(tokenized, request, method, options, model, fixedTarget, outputName, results);
+            return results;
+        }
         foreach (var bucket in Buckets(tokenized, request.BatchSize))
         {
             using var scope = NewDisposeScope();
@@ -113,13 +124,89 @@ public sealed partial class TextExplainer
         return Checked(results, request);
     }
 
+    /// <summary>
+    /// DeepLift over padded batches of nearby lengths: texts sorted by length inside a batch, so each length is one
+    /// contiguous group with its own reference row and mask (<see cref="ReferenceGroups"/>); padded positions hold [PAD]
+    /// in the text and in its reference, so they score exactly 0.
+    /// </summary>
+    private void ExplainPadded(IReadOnlyList<TokenizedText> tokenized, ExplainRequest request, IAttributionMethod method, MethodOptions options,
+        Models.ITextModel model, int? fixedTarget, string outputName, Explanation[] results)
+    {
+        var cost = CostModel ?? BucketCostModel.For(model.Device.type, Model.Config.HiddenSize);
+        foreach (var bucket in LengthBuckets.Plan(tokenized.Select(t => t.Ids.Length).ToList(), request.BatchSize, cost))
+        {
+            using var scope = NewDisposeScope();
+            var items = bucket.Select(i => tokenized[i]).ToList();
+            var targets = fixedTarget is int t0 ? Enumerable.Repeat((long)t0, items.Count).ToArray() : null;
+            var batch = PaddedBatch(items, request.References, model, targets);
+            int width = (int)batch.Ids.shape[1];
+            var lengths = batch.Groups!.Count;
+            AttributionOutput output;
+            using (var span = EngineTelemetry.Source.StartActivity("engine.attribute"))
+            {
+                span?.SetTag("engine.method", request.Method);
+                span?.SetTag("engine.texts", items.Count);
+                span?.SetTag("engine.tokens", width);
+                span?.SetTag("engine.lengths", lengths);
+                output = method.Attribute(model, batch, options);
+            }
+            Interlocked.Add(ref _passRows, items.Count);
+            Interlocked.Increment(ref _passes);
+            var logitRows = Rows(output.Logits);
+            var probs = HeadOutputs.Probabilities(output.Logits, model.Problem) is { } pr ? Rows(pr) : null;
+            var scores = Rows(output.Scores);
+            var fx = output.Fx.data<double>().ToArray();
+            var fx0 = output.Fx0.data<double>().ToArray();
+            var delta = output.Delta.data<double>().ToArray();
+            for (int j = 0; j < items.Count; j++)
+            {
+                var t = items[j];
+                double change = Math.Abs(fx[j] - fx0[j]);
+                double rel = delta[j] == 0 ? 0 : Math.Abs(delta[j]) / Math.Max(change, 1e-300);
+                int target = (int)output.Targets[j];
+                results[bucket[j]] = new Explanation(t.Text, t.Tokens, t.Offsets, scores[j][..t.Ids.Length], MakePrediction(logitRows[j], probs?[j], model),
+                    target, LabelOf(target), outputName, fx[j], fx0[j], delta[j], rel, request.Method,
+                    request.SoftmaxRule, request.Precision, t.Truncated);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Texts of any lengths as one padded DeepLift batch: sorted by length (longest first), padded with [PAD] to the
+    /// longest, one reference row per distinct length (padded the same way) with that length's mask.
+    /// </summary>
+    internal AttributionBatch PaddedBatch(IReadOnlyList<TokenizedText> items, IReadOnlyList<string> references, Models.ITextModel model, long[]? targets)
+    {
+        for (int i = 1; i < items.Count; i++)
+            if (items[i].Ids.Length > items[i - 1].Ids.Length) throw new ArgumentException("texts of a padded batch go longest first", nameof(items));
+        int width = items[0].Ids.Length;
+        var lengths = items.Select(t => t.Ids.Length).Distinct().ToArray();
+        var rows = lengths.Select(l => (long)items.Count(t => t.Ids.Length == l)).ToArray();
+        var ids = PaddedIdsTensor(items, width, Model.Tokenizer.PadId).to(model.Device);
+        var mask = MaskTensor(items.Select(t => t.Ids.Length).ToArray(), width).to(model.Device);
+        var masks = MaskTensor(lengths, width).to(model.Device);
+        var embeddings = references
+            .Select(r => cat(lengths.Select(l => PaddedReferenceEmbeddings(r, l, width, model)).ToArray(), 0)).ToList();
+        return new AttributionBatch(ids, mask, embeddings, targets) { Groups = new ReferenceGroups(rows, masks, references) };
+    }
+
+    private long _passes, _passRows;
+
+    /// <summary>DeepLift batches this explainer ran and the texts in them (the bench's mean rows per pass).</summary>
+    public (long Batches, long Texts) BatchCounts => (Interlocked.Read(ref _passes), Interlocked.Read(ref _passRows));
+
+    /// <summary>The process's reference cache, resized when the request names a budget; none when it names 0.</summary>
+    private static ReferenceCache? ReferenceCacheFor(ExplainRequest request)
+    {
+        if (request.ReferenceCacheMB is not int mb) return ReferenceCache.Shared;
+        if (mb == 0) return null;
+        ReferenceCache.Shared.BudgetBytes = (long)mb << 20;
+        return ReferenceCache.Shared;
+    }
+
     /// <summary>Indices of texts grouped by token length (longest first), chunked to the batch size.</summary>
     public static List<List<int>> Buckets(IReadOnlyList<TokenizedText> tokenized, int batchSize) =>
-        tokenized.Select((t, i) => (t.Ids.Length, i))
-            .GroupBy(p => p.Length)
-            .OrderByDescending(g => g.Key)
-            .SelectMany(g => g.Select(p => p.i).Chunk(Math.Max(1, batchSize)).Select(c => c.ToList()))
-            .ToList();
+        LengthBuckets.Exact(tokenized.Select(t => t.Ids.Length).ToList(), batchSize);
 
     public int ResolveTarget(string target, int outputs)
     {
@@ -169,6 +256,18 @@ public sealed partial class TextExplainer
         return embeddings;
     }
 
+    /// <summary>
+    /// <see cref="ReferenceEmbeddings"/> for a text of <paramref name="length"/> tokens, padded to <paramref name="width"/>
+    /// with the [PAD] embedding (what the padded text holds there, so padded positions differ by exactly 0).
+    /// </summary>
+    public Tensor PaddedReferenceEmbeddings(string reference, int length, int width, Models.ITextModel model)
+    {
+        var embeddings = ReferenceEmbeddings(reference, length, model);
+        if (width == length) return embeddings;
+        var pads = full(new long[] { 1, width - length }, (long)Model.Tokenizer.PadId, dtype: ScalarType.Int64, device: model.Device);
+        return cat(new[] { embeddings, model.WordEmbeddings(pads) }, 1);
+    }
+
     private Prediction MakePrediction(double[] logits, double[]? probs, Models.ITextModel model) =>
         HeadOutputs.Predict(logits, probs, model.Problem, LabelOf);
 
@@ -182,6 +281,23 @@ public sealed partial class TextExplainer
         for (int i = 0; i < items.Count; i++)
             for (int j = 0; j < length; j++) data[i * length + j] = items[i].Ids[j];
         return tensor(data, dtype: ScalarType.Int64).reshape(items.Count, length);
+    }
+
+    private static Tensor PaddedIdsTensor(IReadOnlyList<TokenizedText> items, int width, int padId)
+    {
+        var data = new long[items.Count * width];
+        Array.Fill(data, padId);
+        for (int i = 0; i < items.Count; i++)
+            for (int j = 0; j < items[i].Ids.Length; j++) data[i * width + j] = items[i].Ids[j];
+        return tensor(data, dtype: ScalarType.Int64).reshape(items.Count, width);
+    }
+
+    private static Tensor MaskTensor(int[] lengths, int width)
+    {
+        var data = new long[lengths.Length * width];
+        for (int i = 0; i < lengths.Length; i++)
+            for (int j = 0; j < lengths[i]; j++) data[i * width + j] = 1;
+        return tensor(data, dtype: ScalarType.Int64).reshape(lengths.Length, width);
     }
 
     private static double[][] Rows(Tensor t)

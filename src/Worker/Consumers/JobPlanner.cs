@@ -2,6 +2,7 @@ using System.Text.Json;
 using AttributionFleet.Contracts.V1;
 using AttributionFleet.Engine;
 using AttributionFleet.Engine.Attribution;
+using AttributionFleet.Engine.Text;
 using AttributionFleet.Worker.Hosting;
 using AttributionFleet.Worker.Models;
 using Microsoft.Extensions.Options;
@@ -27,7 +28,10 @@ public sealed class JobRejectedException(string reasonCode, string? field, strin
 
 /// <summary>
 /// Checks a job against the limits, the configured models and the engine's request rules, then splits it into
-/// batches of texts of similar token length (longest first). Deterministic: a redelivered job gives the same batches.
+/// as few batches of texts of nearby token lengths (longest first) as <c>TextsPerBatch</c> allows, cut where
+/// <see cref="LengthBuckets.Plan"/> finds the least DeepLift cost (padding against reference rows and passes); each batch
+/// then runs as padded passes of mixed lengths (<see cref="TextExplainer"/>). Lengths come from the model's tokenizer alone
+/// (<see cref="TokenCounter"/>): planning never loads weights. Deterministic: a redelivered job gives the same batches.
 /// </summary>
 public sealed class JobPlanner(ModelRegistry registry, IAttributionEngine engine, IOptions<LimitsOptions> limits, IOptions<WorkerOptions> worker)
 {
@@ -63,10 +67,23 @@ public sealed class JobPlanner(ModelRegistry registry, IAttributionEngine engine
         var (absolute, relative) = model.Thresholds(request.Method, job.DeltaThreshold, job.RelativeDeltaThreshold);
         if (job.TextsPerBatch is < 1) throw Invalid("texts_per_batch", "texts_per_batch must be positive");
 
-        var lengths = engine.TokenLengths(job.ModelId, texts.Select(t => t.Text).ToList(), request.MaxLength);
-        int perBatch = job.TextsPerBatch ?? worker.Value.TextsPerBatch;
-        var order = Enumerable.Range(0, texts.Count).OrderByDescending(i => lengths[i]).ThenBy(i => i).ToList();
-        var chunks = order.Chunk(Math.Max(1, perBatch)).ToList();
+        var textList = texts.Select(t => t.Text).ToList();
+        int perBatch = Math.Max(1, job.TextsPerBatch ?? worker.Value.TextsPerBatch);
+        int fewest = (texts.Count + perBatch - 1) / perBatch;
+        List<List<int>> chunks;
+        if (engine is TextAttributionEngine)
+        {
+            var folder = ModelRegistry.FolderOf(job.ModelId, model);
+            var lengths = TokenCounter.Shared.Lengths(folder, textList, request.MaxLength);
+            var device = registry.DeviceName.StartsWith("cpu", StringComparison.Ordinal) ? TorchSharp.DeviceType.CPU : TorchSharp.DeviceType.CUDA;
+            chunks = LengthBuckets.Plan(lengths, perBatch, BucketCostModel.For(device, TokenCounter.Shared.For(folder).Config.HiddenSize), fewest);
+        }
+        else
+        {
+            // Another engine (a test double, a remote engine) counts its own tokens.
+            var lengths = engine.TokenLengths(job.ModelId, textList, request.MaxLength);
+            chunks = LengthBuckets.Plan(lengths, perBatch, BucketCostModel.Cpu(768), fewest);
+        }
         var submitted = job.SubmittedAt == default ? DateTimeOffset.UtcNow : job.SubmittedAt;
         return chunks.Select((chunk, b) => new ExplainAttributionBatch
         {

@@ -1,0 +1,106 @@
+namespace AttributionFleet.Engine.Text;
+
+/// <summary>
+/// What a DeepLift pass over a padded batch costs, in "token rows" (one text row of one token through the network):
+/// <code>
+/// cost(bucket) = (n + ρ · new_lengths + pass_overhead + group_overhead · (lengths − 1)) · W · (1 + W / (6 H))
+/// </code>
+/// n texts padded to width W (the padding is the waste), one reference row per distinct length not already recorded
+/// for this width (ρ: recording a reference tape, or carrying the reference through the pass, measured at 1.0–1.25
+/// text rows in process CPU time: 2 layers of bert-base width, 8 × 100 tokens, one torch thread), and a fixed per-pass overhead in rows (kernel launches, the per-group
+/// split of every rule; large on an accelerator, where a pass is launch-bound). The factor <c>1 + W/(6H)</c> is the
+/// attention's share: per token a layer does ~24 H² multiply-adds in its linear maps and ~4 W H in attention.
+/// </summary>
+public sealed record BucketCostModel
+{
+    /// <summary>Cost of one reference row relative to one text row.</summary>
+    public double ReferenceRow { get; init; } = 1.0;
+
+    /// <summary>Fixed cost of a pass, in text rows of its width.</summary>
+    public double PassOverheadRows { get; init; } = 0.5;
+
+    /// <summary>Cost of each length group after the first, in text rows (the rules run once per group).</summary>
+    public double GroupOverheadRows { get; init; }
+
+    /// <summary>Hidden size of the model (the attention term); 768 unless told.</summary>
+    public int HiddenSize { get; init; } = 768;
+
+    /// <summary>CPU: passes of 4, 8 or 16 texts cost the same per text (README), so a pass costs little by itself.</summary>
+    public static BucketCostModel Cpu(int hiddenSize) => new() { HiddenSize = hiddenSize };
+
+    /// <summary>
+    /// Accelerators: DeepLift is launch-bound (6.9× a forward at batch 16, 5.2× at 64), a pass costs many rows. Both
+    /// overheads are estimates from those H200 figures, not measured for mixed lengths (no GPU was lent for #13).
+    /// </summary>
+    public static BucketCostModel Accelerator(int hiddenSize) => new() { HiddenSize = hiddenSize, PassOverheadRows = 16, GroupOverheadRows = 2 };
+
+    public static BucketCostModel For(TorchSharp.DeviceType device, int hiddenSize) =>
+        device == TorchSharp.DeviceType.CPU ? Cpu(hiddenSize) : Accelerator(hiddenSize);
+
+    public double Cost(int texts, int width, int newLengths, int lengths = 1) =>
+        (texts + ReferenceRow * newLengths + PassOverheadRows + GroupOverheadRows * Math.Max(0, lengths - 1)) * width * (1 + width / (6.0 * HiddenSize));
+}
+
+/// <summary>
+/// Splits texts into padded batches of nearby lengths at the least total <see cref="BucketCostModel.Cost"/>: texts sorted
+/// by length (longest first), then the cheapest cut of that order into runs of at most the batch size (dynamic
+/// programming over the cut points, O(texts × batch size)). A length cut across two batches of that one length counts its
+/// reference once (the second batch finds its tape, same length and width, in the cache). Deterministic: the same lengths give the same batches.
+/// </summary>
+public static class LengthBuckets
+{
+    /// <summary>
+    /// Indices of texts per batch, longest texts first, each batch sorted by length (longest first). With
+    /// <paramref name="batches"/>, exactly that many batches (at least the fewest the batch size allows): the cost model
+    /// then only chooses where to cut.
+    /// </summary>
+    public static List<List<int>> Plan(IReadOnlyList<int> lengths, int batchSize, BucketCostModel cost, int? batches = null)
+    {
+        int n = lengths.Count, max = Math.Max(1, batchSize);
+        if (n == 0) return new List<List<int>>();
+        var order = Enumerable.Range(0, n).OrderByDescending(i => lengths[i]).ThenBy(i => i).ToArray();
+        int fewest = (n + max - 1) / max;
+        int count = batches is int b ? Math.Clamp(b, fewest, n) : 0;
+        // best[k, end]: least cost of cutting order[0..end) into k batches (k = 0 when the count is free).
+        int layers = count == 0 ? 1 : count + 1;
+        var best = new double[layers, n + 1];
+        var cut = new int[layers, n + 1];
+        for (int k = 0; k < layers; k++)
+            for (int e = 0; e <= n; e++) best[k, e] = double.PositiveInfinity;
+        best[0, 0] = 0;
+        for (int k = count == 0 ? 0 : 1; k < layers; k++)
+            for (int end = 1; end <= n; end++)
+            {
+                int distinct = 0;
+                int previous = count == 0 ? 0 : k - 1;
+                for (int start = end - 1; start >= Math.Max(0, end - max); start--)
+                {
+                    // Walking the start back adds text order[start]; its length is new unless the next text shares it.
+                    if (start == end - 1 || lengths[order[start]] != lengths[order[start + 1]]) distinct++;
+                    if (double.IsPositiveInfinity(best[previous, start])) continue;
+                    int width = lengths[order[start]];
+                    // The previous batch recorded this length's tape at the same width only if all its texts have this length.
+                    bool recorded = start > 0 && lengths[order[cut[previous, start]]] == width;
+                    double c = best[previous, start] + cost.Cost(end - start, width, distinct - (recorded ? 1 : 0), distinct);
+                    if (c < best[k, end]) { best[k, end] = c; cut[k, end] = start; }
+                }
+            }
+        var buckets = new List<List<int>>();
+        for (int end = n, k = layers - 1; end > 0; k = count == 0 ? 0 : k - 1)
+        {
+            int start = cut[k, end];
+            buckets.Add(order[start..end].ToList());
+            end = start;
+        }
+        buckets.Reverse();
+        return buckets;
+    }
+
+    /// <summary>Texts grouped by exact length (longest first), chunked to the batch size: batches without padding.</summary>
+    public static List<List<int>> Exact(IReadOnlyList<int> lengths, int batchSize) =>
+        lengths.Select((l, i) => (l, i))
+            .GroupBy(p => p.l)
+            .OrderByDescending(g => g.Key)
+            .SelectMany(g => g.Select(p => p.i).Chunk(Math.Max(1, batchSize)).Select(c => c.ToList()))
+            .ToList();
+}

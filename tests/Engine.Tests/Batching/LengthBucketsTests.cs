@@ -1,0 +1,78 @@
+using AttributionFleet.Engine.Text;
+using Xunit;
+
+namespace AttributionFleet.Engine.Tests.Batching;
+
+/// <summary>The bucket planner: cost decides between padding waste, reference rows and passes.</summary>
+public class LengthBucketsTests
+{
+    [Fact]
+    public void EveryTextLandsInExactlyOneBatchNoLargerThanTheBatchSize()
+    {
+        var lengths = Enumerable.Range(0, 57).Select(i => 20 + (i * 37) % 90).ToList();
+        var buckets = LengthBuckets.Plan(lengths, 8, BucketCostModel.Cpu(768));
+        Assert.Equal(Enumerable.Range(0, lengths.Count), buckets.SelectMany(b => b).OrderBy(i => i));
+        Assert.All(buckets, b => Assert.InRange(b.Count, 1, 8));
+        // Longest first, inside and across batches.
+        var flat = buckets.SelectMany(b => b).Select(i => lengths[i]).ToList();
+        Assert.Equal(flat.OrderByDescending(l => l), flat);
+    }
+
+    [Fact]
+    public void ShortTextsAreNotPaddedToLongOnes()
+    {
+        var lengths = Enumerable.Repeat(128, 8).Concat(Enumerable.Repeat(16, 8)).ToList();
+        var buckets = LengthBuckets.Plan(lengths, 16, BucketCostModel.Cpu(768));
+        Assert.Equal(2, buckets.Count);
+        Assert.All(buckets, b => Assert.Single(b.Select(i => lengths[i]).Distinct()));
+    }
+
+    [Fact]
+    public void NearbyLengthsShareABatchWhenPassesCostMore()
+    {
+        // Nine lengths 121..129, two texts each: one-length batches would run nine passes of two.
+        var lengths = Enumerable.Range(0, 18).Select(i => 121 + i / 2).ToList();
+        var accelerator = LengthBuckets.Plan(lengths, 8, BucketCostModel.Accelerator(768));
+        Assert.Equal(3, accelerator.Count);
+        Assert.Contains(accelerator, b => b.Select(i => lengths[i]).Distinct().Count() > 1);
+        // With passes free and references dear, the planner keeps lengths apart.
+        var apart = LengthBuckets.Plan(lengths, 8, new BucketCostModel { PassOverheadRows = 0, ReferenceRow = 10 });
+        Assert.All(apart, b => Assert.Single(b.Select(i => lengths[i]).Distinct()));
+    }
+
+    [Fact]
+    public void ALengthCutAcrossBatchesCountsItsReferenceOnce()
+    {
+        var lengths = Enumerable.Repeat(64, 20).ToList();
+        var buckets = LengthBuckets.Plan(lengths, 8, BucketCostModel.Cpu(768));
+        Assert.Equal(new[] { 8, 8, 4 }, buckets.Select(b => b.Count).OrderByDescending(c => c));
+    }
+}
+
+/// <summary>A fixed number of batches (the worker's planner: as few as the batch size allows), cut where cheapest.</summary>
+public class LengthBucketsCountTests
+{
+    [Theory]
+    [InlineData(5, 2)]
+    [InlineData(24, 8)]
+    [InlineData(33, 8)]
+    [InlineData(1, 8)]
+    public void AsFewBatchesAsTheBatchSizeAllows(int texts, int batchSize)
+    {
+        var lengths = Enumerable.Range(0, texts).Select(i => 115 + (i * 5) % 15).ToList();
+        int fewest = (texts + batchSize - 1) / batchSize;
+        var buckets = LengthBuckets.Plan(lengths, batchSize, BucketCostModel.Cpu(768), fewest);
+        Assert.Equal(fewest, buckets.Count);
+        Assert.All(buckets, b => Assert.InRange(b.Count, 1, batchSize));
+        Assert.Equal(Enumerable.Range(0, texts), buckets.SelectMany(b => b).OrderBy(i => i));
+    }
+
+    [Fact]
+    public void TheCutFallsBetweenFarApartLengths()
+    {
+        // 6 texts, 4 a batch, two batches: 3 long + 3 short cut between them rather than 4 + 2.
+        var lengths = new[] { 128, 128, 128, 20, 20, 20 };
+        var buckets = LengthBuckets.Plan(lengths, 4, BucketCostModel.Cpu(768), 2);
+        Assert.Equal(new[] { 3, 3 }, buckets.Select(b => b.Count));
+    }
+}
