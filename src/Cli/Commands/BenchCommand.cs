@@ -19,7 +19,7 @@ public static class BenchCommand
 {
     public const string Usage =
         "fleet bench predict   [--batch 32] [--length 128] [--repeats 3] [--threads N]\n" +
-        "fleet bench attribute [--batch 16] [--length 128] [--layers 12] [--repeats 3] [--ig-texts 2] [--steps 50] [--rules] [--no-promote] [--max-rows N] [--pass-memory-mb M] [--no-kernels] [--precision float32|float64|float16|bfloat16] [--device cpu|cuda] [--threads N]\n" +
+        "fleet bench attribute [--architecture bert|deberta-v2|modernbert] [--pooling mean|cls] [--batch 16] [--length 128] [--layers 12] [--repeats 3] [--ig-texts 2] [--steps 50] [--rules] [--no-promote] [--max-rows N] [--pass-memory-mb M] [--no-kernels] [--precision float32|float64|float16|bfloat16] [--device cpu|cuda] [--threads N]\n" +
         "fleet bench allocator (which malloc libtorch's tensors come from; see FLEET_NATIVE_ALLOCATOR)\n" +
         "fleet bench profile   [--batch 16] [--length 128] [--layers 2] [--repeats 3] [--no-promote] [--no-kernels] [--threads N]\n" +
         BenchIgStepsCommand.Usage + "\n" +
@@ -37,7 +37,7 @@ public static class BenchCommand
         switch (args[0])
         {
             case "predict": return Predict(new CommandLine(rest, Options, Array.Empty<string>()), stdout);
-            case "attribute": return Attribute(new CommandLine(rest, Options, new[] { "rules", "no-promote", "no-kernels" }), stdout);
+            case "attribute": return Attribute(new CommandLine(rest, Options.Concat(new[] { "architecture", "pooling" }).ToArray(), new[] { "rules", "no-promote", "no-kernels" }), stdout);
             case "fleet": return BenchFleetCommand.Run(rest, stdout);
             case "job": return BenchJobCommand.Run(rest, stdout);
             case "ig-steps": return BenchIgStepsCommand.Run(rest, stdout);
@@ -76,15 +76,16 @@ public static class BenchCommand
         return times[times.Count / 2];
     }
 
-    internal static long[,] RandomIds(int batch, int length, int vocab, int seed)
+    /// <summary>Ids drawn from [1000, <paramref name="vocab"/>), the first <paramref name="cls"/> and the last <paramref name="sep"/> (BERT's by default).</summary>
+    internal static long[,] RandomIds(int batch, int length, int vocab, int seed, long cls = 101, long sep = 102)
     {
         var rng = new Random(seed);
         var ids = new long[batch, length];
         for (int b = 0; b < batch; b++)
         {
             for (int t = 0; t < length; t++) ids[b, t] = rng.Next(1000, vocab);
-            ids[b, 0] = 101;
-            ids[b, length - 1] = 102;
+            ids[b, 0] = cls;
+            ids[b, length - 1] = sep;
         }
         return ids;
     }
@@ -103,11 +104,27 @@ public static class BenchCommand
         return dir;
     }
 
-    /// <summary>FLOPs of one forward pass of a BERT encoder over <paramref name="length"/> tokens (multiply-add = 2).</summary>
+    /// <summary>
+    /// FLOPs of one forward pass of the encoder over <paramref name="length"/> tokens (multiply-add = 2), per token and
+    /// layer: BERT's q, k, v, o (4h²), FFN (2hi), scores and context (2Lh).
+    /// DeBERTa-v2 adds, for each of c2p and p2c, q·Krᵀ (or k·Qrᵀ) against the R relative rows the gather reaches
+    /// (R = min(2·span, 2L − 1): exact while L ≤ position_buckets / 2, an upper bound past it); Kr and Qr are constants of
+    /// the model, made once at load. ModernBERT: Wqkv and Wo (4h²), GeGLU Wi (2i × h) and Wo (h × i), and every layer's
+    /// scores over all L keys (the sliding window is a mask on them, nothing is skipped).
+    /// </summary>
     internal static double ForwardFlops(Engine.Checkpoints.ModelConfig c, int length)
     {
         double h = c.HiddenSize, i = c.IntermediateSize;
+        if (c.Family == Engine.Architectures.ModernBert.ModernBertArchitecture.Family)
+            return (2 * (4 * h * h + 3 * h * i) + 2 * 2 * length * h) * c.Layers * length;
         double perTokenPerLayer = 2 * (4 * h * h + 2 * h * i) + 2 * 2 * length * h;
+        if (c.Family == Engine.Architectures.DebertaV2.DebertaV2Architecture.Family)
+        {
+            var s = Engine.Architectures.DebertaV2.DebertaV2Architecture.SettingsOf(c);
+            double rows = Math.Min(2.0 * s.AttentionSpan, 2.0 * length - 1);
+            int terms = (s.ContentToPosition ? 1 : 0) + (s.PositionToContent ? 1 : 0);
+            if (s.RelativeAttention) perTokenPerLayer += terms * 2 * rows * h;
+        }
         return perTokenPerLayer * c.Layers * length;
     }
 
@@ -301,19 +318,18 @@ public static class BenchCommand
     private static int Attribute(CommandLine cl, TextWriter stdout)
     {
         SetThreads(cl);
-        int batch = cl.Int("batch", 16), length = cl.Int("length", 128), repeats = cl.Int("repeats", 3), layers = cl.Int("layers", 12);
+        int batch = cl.Int("batch", 16), length = cl.Int("length", 128), repeats = cl.Int("repeats", 3);
+        int? layers = cl.Value("layers") is null ? null : cl.Int("layers", 0);
         int igTexts = cl.Int("ig-texts", 2), steps = cl.Int("steps", 50);
+        if (length < 2) throw new UsageException($"--length must be at least 2 ([CLS] and [SEP]), got {length}");
         var precision = new ExplainRequest { Precision = cl.Value("precision") ?? "float32" }.ParsePrecision();
         var device = DeviceSelector.Resolve(cl.Value("device"));
-        stdout.WriteLine($"bench attribute: bert-base-sized ({layers} layers, 768, 12 heads, 3072), random init std 0.02, batch {batch}, length {length}, {precision}, device {device}, {get_num_threads()} torch threads, median of {repeats}, allocator {Engine.NativeAllocator.Describe()}");
-        using var loaded = LoadedModel.Load(BertBaseDir(layers), device);
-        var model = loaded.For(precision);
-        var ids = tensor(RandomIds(batch, length, 30522, seed: 2)).to(device);
+        using var bench = BenchModel.Create(cl.Value("architecture") ?? "bert", layers, cl.Value("pooling"), precision, device);
+        stdout.WriteLine($"bench attribute: {bench.Description}, random init std 0.02, batch {batch}, length {length}, {precision}, device {device}, {get_num_threads()} torch threads, median of {repeats}, allocator {Engine.NativeAllocator.Describe()}");
+        var model = bench.Model;
+        var ids = tensor(bench.RandomIds(batch, length, seed: 2)).to(device);
         var mask = ones_like(ids);
-        var refIds = zeros_like(ids[..1]);
-        refIds[0, 0] = 101;
-        refIds[0, length - 1] = 102;
-        var reference = model.WordEmbeddings(refIds);
+        var reference = model.WordEmbeddings(bench.ReferenceIds(length, device));
         var targets = Enumerable.Repeat(1L, batch).ToArray();
         double flops = ForwardFlops(model.Config, length) * batch;
 

@@ -1,3 +1,5 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using AttributionFleet.Engine.Checkpoints;
 using static TorchSharp.torch;
 
@@ -33,6 +35,86 @@ public static class RandomModels
 
     /// <summary>The bert-base-uncased shape: 12 layers, hidden 768, 12 heads, 3072, vocab 30522.</summary>
     public static ModelConfig BertBase(int labels = 2) => BertConfig(12, 768, 12, 3072, 30522, labels);
+
+    /// <summary>
+    /// microsoft/deberta-v3-base's config.json (DebertaV2ForSequenceClassification: 12 layers, hidden 768, 12 heads,
+    /// 3072, relative_attention, position_buckets 256, max_relative_positions -1 (so 512, max_position_embeddings),
+    /// share_att_key, pos_att_type p2c|c2p, norm_rel_ebd layer_norm, no absolute positions, no token types), with
+    /// <paramref name="layers"/> and <paramref name="vocab"/> as given (the checkpoint's vocab is 128100).
+    /// </summary>
+    public static string DebertaV3BaseConfigJson(int layers = 12, int vocab = 128100, int labels = 2) => ConfigJson(new JsonObject
+    {
+        ["architectures"] = new JsonArray("DebertaV2ForSequenceClassification"),
+        ["model_type"] = "deberta-v2",
+        ["vocab_size"] = vocab,
+        ["hidden_size"] = 768,
+        ["num_hidden_layers"] = layers,
+        ["num_attention_heads"] = 12,
+        ["intermediate_size"] = 3072,
+        ["hidden_act"] = "gelu",
+        ["layer_norm_eps"] = 1e-7,
+        ["max_position_embeddings"] = 512,
+        ["relative_attention"] = true,
+        ["position_buckets"] = 256,
+        ["max_relative_positions"] = -1,
+        ["norm_rel_ebd"] = "layer_norm",
+        ["share_att_key"] = true,
+        ["pos_att_type"] = "p2c|c2p",
+        ["position_biased_input"] = false,
+        ["type_vocab_size"] = 0,
+        ["pooler_hidden_size"] = 768,
+        ["pooler_hidden_act"] = "gelu",
+        ["pad_token_id"] = 0,
+    }, labels);
+
+    /// <summary>
+    /// answerdotai/ModernBERT-base's config.json as ModernBertForSequenceClassification (22 layers, hidden 768, 12 heads,
+    /// 1152, global attention every 3rd layer, local_attention 128, rope thetas 160000 / 10000, no biases, vocab 50368,
+    /// [CLS] 50281 [SEP] 50282 [PAD] 50283), with <paramref name="layers"/>, <paramref name="pooling"/> ("mean" or "cls")
+    /// and <paramref name="vocab"/> as given.
+    /// </summary>
+    public static string ModernBertBaseConfigJson(int layers = 22, string pooling = "mean", int vocab = 50368, int labels = 2) => ConfigJson(new JsonObject
+    {
+        ["architectures"] = new JsonArray("ModernBertForSequenceClassification"),
+        ["model_type"] = "modernbert",
+        ["vocab_size"] = vocab,
+        ["hidden_size"] = 768,
+        ["num_hidden_layers"] = layers,
+        ["num_attention_heads"] = 12,
+        ["intermediate_size"] = 1152,
+        ["hidden_activation"] = "gelu",
+        ["max_position_embeddings"] = 8192,
+        ["norm_eps"] = 1e-5,
+        ["norm_bias"] = false,
+        ["attention_bias"] = false,
+        ["mlp_bias"] = false,
+        ["classifier_bias"] = false,
+        ["classifier_activation"] = "gelu",
+        ["classifier_pooling"] = pooling,
+        ["global_attn_every_n_layers"] = 3,
+        ["local_attention"] = 128,
+        ["global_rope_theta"] = 160000.0,
+        ["local_rope_theta"] = 10000.0,
+        ["pad_token_id"] = 50283,
+        ["cls_token_id"] = 50281,
+        ["sep_token_id"] = 50282,
+    }, labels);
+
+    private static string ConfigJson(JsonObject config, int labels)
+    {
+        config["id2label"] = new JsonObject(Enumerable.Range(0, labels).Select(i => KeyValuePair.Create(i.ToString(), (JsonNode?)$"LABEL_{i}")));
+        return config.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+    }
+
+    /// <summary>
+    /// A config.json's text read as a checkpoint's is (<see cref="ModelConfig.Parse"/>: the family's own parser and its
+    /// settings), so that <see cref="Create"/> builds the model a loaded checkpoint of that config would be.
+    /// </summary>
+    public static ModelConfig ParseConfig(string json, string name = "config.json")
+    {
+        using var doc = JsonDocument.Parse(json);
+        return ModelConfig.Parse(doc.RootElement, name);
+    }
 
     public static ITextModel Create(ModelConfig c, long seed = 0, double std = 0.02, bool stress = false)
     {
