@@ -84,7 +84,7 @@ public sealed partial class TextExplainer
         if (method is DeepLift or DeepLiftShap)
         {
             ExplainPadded(tokenized, request, method, options, model, fixedTarget, outputName, results);
-            return results;
+            return Checked(results, request);
         }
         foreach (var bucket in Buckets(tokenized, request.BatchSize))
         {
@@ -166,7 +166,7 @@ public sealed partial class TextExplainer
                 int target = (int)output.Targets[j];
                 results[bucket[j]] = new Explanation(t.Text, t.Tokens, t.Offsets, scores[j][..t.Ids.Length], MakePrediction(logitRows[j], probs?[j], model),
                     target, LabelOf(target), outputName, fx[j], fx0[j], delta[j], rel, request.Method,
-                    request.SoftmaxRule, request.Precision, t.Truncated);
+                    request.SoftmaxRule, request.Precision, t.Truncated) { Probabilities = probs?[j] };
             }
         }
     }
