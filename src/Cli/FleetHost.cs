@@ -12,9 +12,9 @@ namespace AttributionFleet.Cli;
 /// </summary>
 public static class FleetHost
 {
-    public static readonly string[] ValueOptions = { "transport", "rabbitmq", "config", "model-path" };
+    public static readonly string[] ValueOptions = { "transport", "rabbitmq", "config", "model-path", "store" };
 
-    public const string OptionsUsage = "[--transport inmemory|rabbitmq] [--rabbitmq amqp://user:pass@host:5672/vhost] [--config fleet.json] [--model-path DIR]";
+    public const string OptionsUsage = "[--transport inmemory|rabbitmq] [--rabbitmq amqp://user@host:5672/vhost] [--store CONNECTION_STRING] [--config fleet.json] [--model-path DIR]";
 
     /// <summary>
     /// Builds the host. <paramref name="consumeJobs"/> null: consume jobs only with the in-memory transport (an in-process
@@ -37,6 +37,7 @@ public static class FleetHost
             overrides["RabbitMq:Url"] = url;
             overrides.TryAdd("Worker:Transport", "RabbitMq");
         }
+        if (cl.Value("store") is { } store) overrides["Store:ConnectionString"] = store;
         if (cl.Value("model-path") is { } path)
         {
             var id = cl.Value("model") ?? throw new UsageException("--model-path needs --model ID (the id to register the folder under)");

@@ -54,6 +54,8 @@ public static class Output
         id = r.Id,
         text = r.Text,
         tokens = r.Tokens,
+        // Each token's characters in text as [start, end) (end exclusive; start = end for special tokens), for merging into words.
+        offsets = r.Offsets?.Select(o => new[] { o.Start, o.Start + o.Length }),
         scores = r.Scores,
         prediction = new { label = r.Prediction.Label, index = r.Prediction.Index, probability = r.Prediction.Probability },
         target = new { label = r.TargetLabel, index = r.TargetIndex },

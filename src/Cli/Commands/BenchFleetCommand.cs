@@ -109,6 +109,8 @@ public static class BenchFleetCommand
             ["Worker__TorchThreads"] = threads.ToString(),
             ["Models__bench__Path"] = modelDir,
             ["Logging__LogLevel__Default"] = "Warning",
+            // The job store the workers commit to and the client reads: a SQLite file of this run.
+            ["Store__ConnectionString"] = $"Data Source={Path.Combine(Path.GetTempPath(), $"bench-{tag}-jobs.db")}",
         };
         var (file, prefix) = SelfCommand();
         var workers = Enumerable.Range(0, workerCount).Select(i => WorkerProcess.Start(file, prefix.Append("worker"), env, $"bench-{i}")).ToList();
@@ -118,6 +120,8 @@ public static class BenchFleetCommand
             ["Worker:ConsumeJobs"] = "false",
             ["Worker:JobQueue"] = env["Worker__JobQueue"],
             ["RabbitMq:Url"] = url,
+            ["Store:ConnectionString"] = env["Store__ConnectionString"],
+            ["Store:PollIntervalMs"] = "20",
         }).Build();
         var services = new ServiceCollection();
         services.AddLogging(b => b.SetMinimumLevel(LogLevel.Warning));

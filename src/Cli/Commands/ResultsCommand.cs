@@ -4,17 +4,19 @@ using Microsoft.Extensions.Logging;
 
 namespace AttributionFleet.Cli.Commands;
 
-/// <summary><c>fleet results JOB_ID [--out FILE]</c>: collects a job submitted with --no-wait from its durable result queue.</summary>
+/// <summary>
+/// <c>fleet results JOB_ID [--out FILE] [--delete]</c>: a job's results from the job store (waiting while it runs), as often as
+/// wanted; <c>--delete</c> removes the job and its results from the store.
+/// </summary>
 public static class ResultsCommand
 {
-    public const string Usage = "fleet results JOB_ID [--out results.jsonl] [--timeout SECONDS] " + FleetHost.OptionsUsage;
+    public const string Usage = "fleet results JOB_ID [--out results.jsonl] [--timeout SECONDS] [--delete] " + FleetHost.OptionsUsage;
 
     public static int Run(string[] args, TextWriter stdout)
     {
-        var cl = new CommandLine(args, FleetHost.ValueOptions.Concat(new[] { "out", "timeout", "model" }).ToArray(), Array.Empty<string>());
+        var cl = new CommandLine(args, FleetHost.ValueOptions.Concat(new[] { "out", "timeout", "model" }).ToArray(), new[] { "delete" });
         if (cl.Positionals.Count != 1 || !Guid.TryParse(cl.Positionals[0], out var jobId)) throw new UsageException("give one job id (a GUID)");
-        using var host = FleetHost.Build(cl, consumeJobs: null, LogLevel.Warning);
-        if (!FleetHost.UsesRabbitMq(host)) throw new UsageException("fleet results needs a broker (--transport rabbitmq)");
+        using var host = FleetHost.Build(cl, consumeJobs: false, LogLevel.Warning);
         return Run().GetAwaiter().GetResult();
 
         async Task<int> Run()
@@ -22,7 +24,20 @@ public static class ResultsCommand
             await host.StartAsync();
             try
             {
-                return await Collect(host.Services.GetRequiredService<FleetClient>(), jobId, cl, stdout, null);
+                var client = host.Services.GetRequiredService<FleetClient>();
+                if (cl.Flag("delete"))
+                {
+                    bool deleted = await client.Delete(jobId);
+                    Console.Error.WriteLine(deleted ? $"job {jobId} deleted" : $"job {jobId} is not in the job store");
+                    return deleted ? 0 : 1;
+                }
+                if (await client.Status(jobId) is null)
+                {
+                    Console.Error.WriteLine($"job {jobId} is not in the job store ({host.Services.GetRequiredService<AttributionFleet.Worker.Store.IJobStore>().Describe}): " +
+                        "not taken by a worker yet, never submitted, or deleted");
+                    return 1;
+                }
+                return await Collect(client, jobId, cl, stdout, null);
             }
             finally
             {
@@ -72,7 +87,7 @@ public static class ResultsCommand
         catch (OperationCanceledException)
         {
             if (bar) Console.Error.WriteLine();
-            Console.Error.WriteLine($"stopped waiting for job {jobId}; its remaining results stay queued: fleet results {jobId} --out FILE");
+            Console.Error.WriteLine($"stopped waiting for job {jobId}; the fleet goes on with it, read it later: fleet results {jobId} --out FILE");
             return 3;
         }
         finally

@@ -3,6 +3,7 @@ using AttributionFleet.Worker.Client;
 using AttributionFleet.Worker.Consumers;
 using AttributionFleet.Worker.Health;
 using AttributionFleet.Worker.Models;
+using AttributionFleet.Worker.Store;
 using AttributionFleet.Worker.Telemetry;
 using MassTransit;
 using Microsoft.Extensions.Configuration;
@@ -42,19 +43,25 @@ public static class FleetHostingExtensions
         services.Configure<WorkerOptions>(configuration.GetSection(WorkerOptions.Section));
         services.Configure<RabbitMqOptions>(configuration.GetSection(RabbitMqOptions.Section));
         services.Configure<LimitsOptions>(configuration.GetSection(LimitsOptions.Section));
+        services.Configure<StoreOptions>(configuration.GetSection(StoreOptions.Section));
         services.Configure<ModelsOptions>(o => configuration.GetSection(ModelsOptions.Section).Bind(o.Models));
         services.AddFleetMetrics();
         services.TryAddSingleton<ModelRegistry>();
         services.TryAddSingleton<IAttributionEngine, TextAttributionEngine>();
         services.TryAddSingleton<JobPlanner>();
         services.TryAddSingleton<FleetClient>();
-        services.TryAddSingleton<ResultQueueCleaner>();
+        services.TryAddSingleton<IJobStore>(sp => JobStoreFactory.Create(sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<StoreOptions>>().Value,
+            sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<WorkerOptions>>().Value));
+        services.TryAddSingleton<JobOutcomes>();
+        services.AddHostedService<JobStoreMigrator>();
+        services.AddHostedService<JobRetention>();
         services.TryAddSingleton<ModelPreloadState>();
         services.AddHostedService<ModelPreloader>();
         services.AddHostedService<HealthEndpoint>();
         services.AddHealthChecks()
             .AddCheck("process", () => HealthCheckResult.Healthy(), tags: new[] { HealthEndpoint.LiveTag })
-            .AddCheck<ModelsReadyHealthCheck>("models", tags: new[] { HealthEndpoint.ReadyTag });
+            .AddCheck<ModelsReadyHealthCheck>("models", tags: new[] { HealthEndpoint.ReadyTag })
+            .AddCheck<JobStoreHealthCheck>("store", tags: new[] { HealthEndpoint.ReadyTag });
         return services;
     }
 

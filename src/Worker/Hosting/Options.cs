@@ -61,6 +61,8 @@ public sealed class RabbitMqOptions
     /// <summary>TLS server name (defaults to Host).</summary>
     public string? TlsServerName { get; set; }
     public ushort HeartbeatSeconds { get; set; } = 10;
+    /// <summary>How long a client waits for the broker to take a job before it reports the broker unreachable.</summary>
+    public int ConnectTimeoutSeconds { get; set; } = 30;
 
     /// <summary>The fields with <see cref="Url"/> applied.</summary>
     public RabbitMqOptions Resolved()
@@ -80,6 +82,7 @@ public sealed class RabbitMqOptions
             UseTls = tls || UseTls,
             TlsServerName = TlsServerName,
             HeartbeatSeconds = HeartbeatSeconds,
+            ConnectTimeoutSeconds = ConnectTimeoutSeconds,
         };
     }
 
