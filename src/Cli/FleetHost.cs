@@ -12,9 +12,9 @@ namespace AttributionFleet.Cli;
 /// </summary>
 public static class FleetHost
 {
-    public static readonly string[] ValueOptions = { "transport", "rabbitmq", "config", "model-path", "store" };
+    public static readonly string[] ValueOptions = { "transport", "rabbitmq", "config", "model-path", "store", "api" };
 
-    public const string OptionsUsage = "[--transport inmemory|rabbitmq] [--rabbitmq amqp://user@host:5672/vhost] [--store CONNECTION_STRING] [--config fleet.json] [--model-path DIR]";
+    public const string OptionsUsage = "[--transport inmemory|rabbitmq] [--rabbitmq amqp://user@host:5672/vhost] [--store CONNECTION_STRING | --api http://worker:8080] [--config fleet.json] [--model-path DIR]";
 
     /// <summary>
     /// Builds the host. <paramref name="consumeJobs"/> null: consume jobs only with the in-memory transport (an in-process
@@ -38,6 +38,7 @@ public static class FleetHost
             overrides.TryAdd("Worker:Transport", "RabbitMq");
         }
         if (cl.Value("store") is { } store) overrides["Store:ConnectionString"] = store;
+        if (cl.Value("api") is { } api) overrides["Store:Api"] = api;
         if (cl.Value("model-path") is { } path)
         {
             var id = cl.Value("model") ?? throw new UsageException("--model-path needs --model ID (the id to register the folder under)");
@@ -52,7 +53,10 @@ public static class FleetHost
         });
         builder.Logging.ClearProviders();
         builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
-        builder.Logging.AddFilter((category, level) => level >= minimumLevel && (level >= LogLevel.Warning || category?.StartsWith("MassTransit", StringComparison.Ordinal) != true));
+        // MassTransit logs connection failures with stack traces: a client shows them only when verbose (it reports an
+        // unreachable broker as one line itself); a worker (Information) shows its warnings and errors.
+        builder.Logging.AddFilter((category, level) => level >= minimumLevel && (category?.StartsWith("MassTransit", StringComparison.Ordinal) != true
+            || (level >= LogLevel.Warning && minimumLevel <= LogLevel.Information)));
         builder.Services.AddAttributionFleet(builder.Configuration);
         return builder.Build();
     }

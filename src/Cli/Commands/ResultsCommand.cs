@@ -17,32 +17,34 @@ public static class ResultsCommand
         var cl = new CommandLine(args, FleetHost.ValueOptions.Concat(new[] { "out", "timeout", "model" }).ToArray(), new[] { "delete" });
         if (cl.Positionals.Count != 1 || !Guid.TryParse(cl.Positionals[0], out var jobId)) throw new UsageException("give one job id (a GUID)");
         using var host = FleetHost.Build(cl, consumeJobs: false, LogLevel.Warning);
-        return Run().GetAwaiter().GetResult();
+        try
+        {
+            return Run().GetAwaiter().GetResult();
+        }
+        catch (FleetUnavailableException e)
+        {
+            // One line naming the host and the cause (#15's top-level handler maps this the same way).
+            Console.Error.WriteLine($"fleet results: {e.Message}");
+            return 3;
+        }
 
+        // Reading needs the store (or the job API), not the broker: the host is not started.
         async Task<int> Run()
         {
-            await host.StartAsync();
-            try
+            var client = host.Services.GetRequiredService<FleetClient>();
+            if (cl.Flag("delete"))
             {
-                var client = host.Services.GetRequiredService<FleetClient>();
-                if (cl.Flag("delete"))
-                {
-                    bool deleted = await client.Delete(jobId);
-                    Console.Error.WriteLine(deleted ? $"job {jobId} deleted" : $"job {jobId} is not in the job store");
-                    return deleted ? 0 : 1;
-                }
-                if (await client.Status(jobId) is null)
-                {
-                    Console.Error.WriteLine($"job {jobId} is not in the job store ({host.Services.GetRequiredService<AttributionFleet.Worker.Store.IJobStore>().Describe}): " +
-                        "not taken by a worker yet, never submitted, or deleted");
-                    return 1;
-                }
-                return await Collect(client, jobId, cl, stdout, null);
+                bool deleted = await client.Delete(jobId);
+                Console.Error.WriteLine(deleted ? $"job {jobId} deleted" : $"job {jobId} is not in the job store");
+                return deleted ? 0 : 1;
             }
-            finally
+            if (await client.Status(jobId) is null)
             {
-                await host.StopAsync();
+                Console.Error.WriteLine($"job {jobId} is not in the job store ({client.Source}): " +
+                    "not taken by a worker yet, never submitted, or deleted");
+                return 1;
             }
+            return await Collect(client, jobId, cl, stdout, null);
         }
     }
 
@@ -60,6 +62,12 @@ public static class ResultsCommand
             cancel.Cancel();
         };
         Console.CancelKeyPress += onCancel;
+        // SIGTERM (timeout, kill, a supervisor) stops waiting like Ctrl+C does; the job goes on in the fleet.
+        using var onTerm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c =>
+        {
+            c.Cancel = true;
+            cancel.Cancel();
+        });
         var outPath = cl.Value("out");
         var writer = outPath is null ? stdout : new StreamWriter(outPath, append: false);
         bool bar = !Console.IsErrorRedirected;

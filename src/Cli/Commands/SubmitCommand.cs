@@ -38,7 +38,21 @@ public static class SubmitCommand
         using var host = FleetHost.Build(cl, consumeJobs: null, cl.Flag("verbose") ? LogLevel.Information : LogLevel.Warning);
         if (cl.Flag("no-wait") && !FleetHost.UsesRabbitMq(host))
             throw new UsageException("--no-wait needs a broker (--transport rabbitmq): an in-memory job lives only as long as this process");
-        return Run(host, job, cl, stdout).GetAwaiter().GetResult();
+        try
+        {
+            return Run(host, job, cl, stdout).GetAwaiter().GetResult();
+        }
+        catch (JobTooLargeException e)
+        {
+            Console.Error.WriteLine($"fleet submit: {e.Message}");
+            return 1;
+        }
+        catch (FleetUnavailableException e)
+        {
+            // One line naming the host and the cause (#15's top-level handler maps this the same way).
+            Console.Error.WriteLine($"fleet submit: {e.Message}");
+            return 3;
+        }
     }
 
     private static async Task<int> Run(IHost host, SubmitAttributionJob job, CommandLine cl, TextWriter stdout)
@@ -47,6 +61,7 @@ public static class SubmitCommand
         try
         {
             var client = host.Services.GetRequiredService<FleetClient>();
+            client.CheckSize(job); // before anything is sent or started
             if (cl.Flag("no-wait"))
             {
                 await client.Submit(job);

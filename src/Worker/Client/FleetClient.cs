@@ -22,14 +22,27 @@ public sealed record JobProgress(int TextsDone, int TextCount, int BatchesDone, 
 /// The one client API of the fleet (used by <c>fleet submit</c>, <c>fleet results</c>, tests and benchmarks): submits jobs to the
 /// job queue and reads status, progress and results from the job store, where the workers put them. Reading changes nothing,
 /// so any number of readers may read a job, any number of times, while it runs or after it ended (until retention deletes it).
+/// Jobs are read from the store directly, or through a worker's job API when <c>Store:Api</c> is set (no database credentials).
 /// </summary>
-public sealed class FleetClient(IBus bus, IJobStore store, IOptions<WorkerOptions> worker, IOptions<StoreOptions> storeOptions,
-    IOptions<RabbitMqOptions> rabbit, ILogger<FleetClient> log)
+public sealed class FleetClient(IBus bus, IJobReader store, IOptions<WorkerOptions> worker, IOptions<StoreOptions> storeOptions,
+    IOptions<RabbitMqOptions> rabbit, IOptions<LimitsOptions> limits, ILogger<FleetClient> log)
 {
-    /// <summary>Sends the job to the job queue; a broker that does not take it within <c>RabbitMq:ConnectTimeoutSeconds</c> is
+    private static readonly System.Text.Json.JsonSerializerOptions SizeJson = new(System.Text.Json.JsonSerializerDefaults.Web);
+
+    /// <summary>The serialized size of the job as the worker's planner measures it; over <c>Limits:MaxMessageBytes</c> it is never sent
+    /// (a message the workers cannot take must not enter the queue).</summary>
+    public long CheckSize(SubmitAttributionJob job)
+    {
+        long bytes = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(job, SizeJson).LongLength;
+        if (bytes > limits.Value.MaxMessageBytes) throw new JobTooLargeException(bytes, limits.Value.MaxMessageBytes);
+        return bytes;
+    }
+
+    /// <summary>Sends the job to the job queue (after <see cref="CheckSize"/>); a broker that does not take it within <c>RabbitMq:ConnectTimeoutSeconds</c> is
     /// <see cref="FleetUnavailableException"/>.</summary>
     public async Task Submit(SubmitAttributionJob job, CancellationToken cancellationToken = default)
     {
+        CheckSize(job);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         int seconds = Math.Max(1, rabbit.Value.ConnectTimeoutSeconds);
         timeout.CancelAfter(TimeSpan.FromSeconds(seconds));
@@ -54,6 +67,9 @@ public sealed class FleetClient(IBus bus, IJobStore store, IOptions<WorkerOption
             ?? (health.Status == BusHealthStatus.Healthy ? null : health.Description);
         return reason is null ? "" : ": " + reason.ReplaceLineEndings(" ");
     }
+
+    /// <summary>Where jobs are read from (for messages).</summary>
+    public string Source => store.Describe;
 
     /// <summary>The job's state, or null when the store does not know it (not yet taken by a worker, never submitted, or deleted).</summary>
     public Task<JobStatus?> Status(Guid jobId, CancellationToken cancellationToken = default) =>
@@ -122,7 +138,8 @@ public sealed class FleetClient(IBus bus, IJobStore store, IOptions<WorkerOption
         var options = storeOptions.Value;
         try
         {
-            return await StoreRetry.Run(call, new StoreOptions { UnavailableRetrySeconds = options.ConnectTimeoutSeconds }, log, cancellationToken);
+            return await StoreRetry.Run(call, new StoreOptions { UnavailableRetrySeconds = options.ConnectTimeoutSeconds }, log, cancellationToken,
+                retryRefusals: false);
         }
         catch (DbException e)
         {

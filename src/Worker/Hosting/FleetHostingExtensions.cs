@@ -52,16 +52,20 @@ public static class FleetHostingExtensions
         services.TryAddSingleton<FleetClient>();
         services.TryAddSingleton<IJobStore>(sp => JobStoreFactory.Create(sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<StoreOptions>>().Value,
             sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<WorkerOptions>>().Value));
+        services.TryAddSingleton<IJobReader>(sp =>
+            sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<StoreOptions>>().Value is { Api: { Length: > 0 } api } o
+                ? new Http.HttpJobReader(api, o.ConnectTimeoutSeconds)
+                : sp.GetRequiredService<IJobStore>());
         services.TryAddSingleton<JobOutcomes>();
         services.AddHostedService<JobStoreMigrator>();
         services.AddHostedService<JobRetention>();
         services.TryAddSingleton<ModelPreloadState>();
         services.AddHostedService<ModelPreloader>();
-        services.AddHostedService<HealthEndpoint>();
+        services.AddHostedService<Http.FleetHttpServer>();
         services.AddHealthChecks()
-            .AddCheck("process", () => HealthCheckResult.Healthy(), tags: new[] { HealthEndpoint.LiveTag })
-            .AddCheck<ModelsReadyHealthCheck>("models", tags: new[] { HealthEndpoint.ReadyTag })
-            .AddCheck<JobStoreHealthCheck>("store", tags: new[] { HealthEndpoint.ReadyTag });
+            .AddCheck("process", () => HealthCheckResult.Healthy(), tags: new[] { Http.FleetHttpServer.LiveTag })
+            .AddCheck<ModelsReadyHealthCheck>("models", tags: new[] { Http.FleetHttpServer.ReadyTag })
+            .AddCheck<JobStoreHealthCheck>("store", tags: new[] { Http.FleetHttpServer.ReadyTag });
         return services;
     }
 
@@ -87,6 +91,8 @@ public static class FleetHostingExtensions
                     h.Username(r.Username);
                     h.Password(r.Password);
                     h.Heartbeat(r.HeartbeatSeconds);
+                    h.MaxMessageSize(r.MaxMessageBytes);
+                    h.RequestedConnectionTimeout(TimeSpan.FromSeconds(Math.Max(1, r.ConnectTimeoutSeconds)));
                     if (r.UseTls)
                         h.UseSsl(s =>
                         {

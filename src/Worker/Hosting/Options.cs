@@ -31,8 +31,10 @@ public sealed class WorkerOptions
     public long ModelMemoryBudgetMB { get; set; } = 4096;
     /// <summary>Load every configured model at start (readiness waits for it).</summary>
     public bool PreloadModels { get; set; } = true;
-    /// <summary>Port of the HTTP health endpoint (/health/live, /health/ready) on localhost; 0 = none.</summary>
+    /// <summary>Port of the worker's HTTP server (Kestrel): /health/live, /health/ready, /metrics, the job API /jobs; 0 = none.</summary>
     public int HealthPort { get; set; }
+    /// <summary><c>localhost</c> (default: loopback only) or <c>any</c> (every interface: containers and pods, for probes and scrapes).</summary>
+    public string HttpListen { get; set; } = "localhost";
     /// <summary>How long a stopping worker waits for its in-flight batch; past it the batch is returned to the queue unacknowledged.</summary>
     public int ShutdownTimeoutSeconds { get; set; } = 60;
     public string JobQueue { get; set; } = Contracts.V1.FleetAddresses.JobQueue;
@@ -61,6 +63,12 @@ public sealed class RabbitMqOptions
     /// <summary>TLS server name (defaults to Host).</summary>
     public string? TlsServerName { get; set; }
     public ushort HeartbeatSeconds { get; set; } = 10;
+    /// <summary>
+    /// The largest message body this process receives (RabbitMQ.Client's limit, 64 MiB by default). Set the broker's
+    /// <c>max_message_size</c> to the same value (deploy/rabbitmq/rabbitmq.conf): the broker then refuses what no worker could
+    /// take, instead of a message that is redelivered forever. Must be at least <c>Limits:MaxMessageBytes</c> plus the envelope.
+    /// </summary>
+    public uint MaxMessageBytes { get; set; } = 64 * 1024 * 1024;
     /// <summary>How long a client waits for the broker to take a job before it reports the broker unreachable.</summary>
     public int ConnectTimeoutSeconds { get; set; } = 30;
 
@@ -83,6 +91,7 @@ public sealed class RabbitMqOptions
             TlsServerName = TlsServerName,
             HeartbeatSeconds = HeartbeatSeconds,
             ConnectTimeoutSeconds = ConnectTimeoutSeconds,
+            MaxMessageBytes = MaxMessageBytes,
         };
     }
 

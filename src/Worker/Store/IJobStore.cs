@@ -53,16 +53,34 @@ public sealed record JobStatus(Guid JobId, string ModelId, string State, int Tex
     public bool IsFinished => State != JobStates.Running;
 }
 
+/// <summary>What readers of jobs need: the store itself, or the worker's job API over HTTP (<see cref="Http.HttpJobReader"/>).</summary>
+public interface IJobReader
+{
+    /// <summary>Where the jobs are read from, for messages (never a password).</summary>
+    string Describe { get; }
+
+    Task<JobStatus?> Get(Guid jobId, CancellationToken cancellationToken = default);
+
+    /// <summary>Indexes of the stored batches of a job.</summary>
+    Task<IReadOnlyList<int>> BatchIndexes(Guid jobId, CancellationToken cancellationToken = default);
+
+    /// <summary>One stored batch with its results in the order they were explained, or null.</summary>
+    Task<AttributionBatchCompleted?> Batch(Guid jobId, int batchIndex, CancellationToken cancellationToken = default);
+
+    /// <summary>Every stored result of a job, batch by batch.</summary>
+    IAsyncEnumerable<TextAttribution> Results(Guid jobId, CancellationToken cancellationToken = default);
+
+    /// <summary>Deletes a job with its batches and results; false when there was none.</summary>
+    Task<bool> Delete(Guid jobId, CancellationToken cancellationToken = default);
+}
+
 /// <summary>
 /// Jobs, batches and per-text results, written idempotently: a batch is keyed by (job, batch index), so a redelivered batch
 /// is a no-op, and a job id is one job however often it is submitted. The store decides, in one transaction, which
 /// commit completes a job, and which failure fails it: each end is reported to exactly one caller.
 /// </summary>
-public interface IJobStore
+public interface IJobStore : IJobReader
 {
-    /// <summary>Where the store is, for messages (never a password).</summary>
-    string Describe { get; }
-
     /// <summary>Applies the schema migrations (once per process; also done lazily by every call).</summary>
     Task EnsureReady(CancellationToken cancellationToken = default);
 
@@ -83,20 +101,6 @@ public interface IJobStore
 
     /// <summary>The job's end event if it is stored but not yet published (a worker died between commit and publish), else null.</summary>
     Task<JobOutcomeEvent?> PendingOutcome(Guid jobId, CancellationToken cancellationToken = default);
-
-    Task<JobStatus?> Get(Guid jobId, CancellationToken cancellationToken = default);
-
-    /// <summary>Indexes of the stored batches of a job.</summary>
-    Task<IReadOnlyList<int>> BatchIndexes(Guid jobId, CancellationToken cancellationToken = default);
-
-    /// <summary>One stored batch with its results in the order they were explained, or null.</summary>
-    Task<AttributionBatchCompleted?> Batch(Guid jobId, int batchIndex, CancellationToken cancellationToken = default);
-
-    /// <summary>Every stored result of a job, batch by batch.</summary>
-    IAsyncEnumerable<TextAttribution> Results(Guid jobId, CancellationToken cancellationToken = default);
-
-    /// <summary>Deletes a job with its batches and results; false when there was none.</summary>
-    Task<bool> Delete(Guid jobId, CancellationToken cancellationToken = default);
 
     /// <summary>Deletes the jobs that finished before <paramref name="cutoff"/>; returns how many.</summary>
     Task<int> DeleteFinishedBefore(DateTimeOffset cutoff, CancellationToken cancellationToken = default);

@@ -36,7 +36,9 @@ public sealed class PostgresJobStore : SqlJobStore
         }
         catch (Exception e) when (e is NpgsqlException or SocketException or TimeoutException)
         {
-            throw new FleetUnavailableException(Host, Cause(e), e);
+            // 28xxx: authentication; 3D000: no such database; 42501: no privilege.
+            bool refused = e is PostgresException { SqlState: var state } && (state.StartsWith("28", StringComparison.Ordinal) || state is "3D000" or "42501");
+            throw new FleetUnavailableException(Host, Cause(e), e, refused);
         }
     }
 

@@ -13,6 +13,8 @@ public sealed class StoreOptions
     /// process), <c>~/.cache/attributionfleet/jobs.db</c> with RabbitMQ (workers and clients on one machine share it).
     /// </summary>
     public string? ConnectionString { get; set; }
+    /// <summary>A worker's job API (<c>http://worker:8080</c>): clients read jobs through it instead of opening the database.</summary>
+    public string? Api { get; set; }
     /// <summary>A file holding the database password (first line), so it appears neither in <c>ps</c> nor in configuration.</summary>
     public string? PasswordFile { get; set; }
     /// <summary>How long opening a connection may take before the store counts as unreachable.</summary>

@@ -10,7 +10,9 @@ namespace AttributionFleet.Worker.Store;
 /// </summary>
 public static class StoreRetry
 {
-    public static async Task<T> Run<T>(Func<CancellationToken, Task<T>> call, StoreOptions options, ILogger log, CancellationToken cancellationToken)
+    /// <param name="retryRefusals">Whether wrong credentials are waited for too (a worker: they may be fixed while it runs).</param>
+    public static async Task<T> Run<T>(Func<CancellationToken, Task<T>> call, StoreOptions options, ILogger log, CancellationToken cancellationToken,
+        bool retryRefusals = true)
     {
         var deadline = DateTime.UtcNow.AddSeconds(Math.Max(0, options.UnavailableRetrySeconds));
         var delay = TimeSpan.FromMilliseconds(200);
@@ -20,10 +22,11 @@ public static class StoreRetry
             {
                 return await call(cancellationToken);
             }
-            catch (Exception e) when (JobStoreFactory.IsTransient(e) && DateTime.UtcNow < deadline && !cancellationToken.IsCancellationRequested)
+            catch (Exception e) when (JobStoreFactory.IsTransient(e) && (retryRefusals || e is not FleetUnavailableException { Refused: true })
+                                      && DateTime.UtcNow < deadline && !cancellationToken.IsCancellationRequested)
             {
                 var message = e is FleetUnavailableException ? e.Message : $"{e.GetType().Name}: {e.Message}";
-                if (attempt == 1 || attempt % 10 == 0) log.LogWarning("Job store unavailable (attempt {Attempt}), retrying: {Message}", attempt, message);
+                if (attempt == 1 || attempt % 10 == 0) log.Log(retryRefusals ? LogLevel.Warning : LogLevel.Debug, "Job store unavailable (attempt {Attempt}), retrying: {Message}", attempt, message);
                 await Task.Delay(delay, cancellationToken);
                 delay = TimeSpan.FromMilliseconds(Math.Min(5000, delay.TotalMilliseconds * 2));
             }
