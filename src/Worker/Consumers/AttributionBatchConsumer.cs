@@ -28,6 +28,8 @@ public sealed class AttributionBatchConsumer(IAttributionEngine engine, ModelReg
     {
         var batch = context.Message;
         using var scope = log.BeginScope(new Dictionary<string, object> { ["JobId"] = batch.JobId, ["BatchIndex"] = batch.BatchIndex, ["ModelId"] = batch.ModelId });
+        if (context.ReceiveContext.Redelivered && context.GetRetryAttempt() == 0)
+            log.LogInformation("Job {JobId} batch {Batch}: redelivered by the broker (its last holder died or disconnected)", batch.JobId, batch.BatchIndex);
         var status = await StoreRetry.Run(ct => store.Get(batch.JobId, ct), storeOptions.Value, log, context.CancellationToken);
         if (status is null || status.IsFinished)
         {

@@ -27,6 +27,7 @@ public static class FleetHostingExtensions
         services.AddFleetTelemetry(configuration);
         var worker = configuration.GetSection(WorkerOptions.Section).Get<WorkerOptions>() ?? new WorkerOptions();
         var rabbit = configuration.GetSection(RabbitMqOptions.Section).Get<RabbitMqOptions>() ?? new RabbitMqOptions();
+        services.AddHostedService<BrokerLoginGate>(); // before the bus: it starts only once the broker takes the login
         services.AddMassTransit(x => x.AddFleetBus(worker, rabbit));
         services.Configure<MassTransitHostOptions>(o =>
         {

@@ -51,8 +51,9 @@ public sealed class FleetHttpServer(IServiceProvider services, IOptions<WorkerOp
         builder.Services.AddOpenApi();
         builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.NumberHandling = Store.SqlJobStore.Json.NumberHandling);
         _app = builder.Build();
-        _app.MapHealthChecks("/health/live", Checks(LiveTag));
-        _app.MapHealthChecks("/health/ready", Checks(ReadyTag));
+        _app.MapHealthChecks("/health/live", Checks(LiveTag, degraded: StatusCodes.Status200OK));
+        // Degraded is not ready: MassTransit reports a faulted receive endpoint (the job queue) as Degraded.
+        _app.MapHealthChecks("/health/ready", Checks(ReadyTag, degraded: StatusCodes.Status503ServiceUnavailable));
         if (services.GetService<MeterProvider>() is { } meters && TelemetryHostingExtensions.PrometheusEnabled(services))
             _app.MapPrometheusScrapingEndpoint("/metrics", meters, null, null);
         _app.MapOpenApi();
@@ -62,14 +63,14 @@ public sealed class FleetHttpServer(IServiceProvider services, IOptions<WorkerOp
             any ? "all interfaces" : "loopback", string.Join(", ", ports));
     }
 
-    /// <summary>Unhealthy = 503; Degraded and Healthy = 200. The body names each check and why.</summary>
-    private static HealthCheckOptions Checks(string tag) => new()
+    /// <summary>Healthy = 200, Unhealthy = 503, Degraded as given. The body names each check and why.</summary>
+    private static HealthCheckOptions Checks(string tag, int degraded) => new()
     {
         Predicate = r => r.Tags.Contains(tag),
         ResultStatusCodes =
         {
             [HealthStatus.Healthy] = StatusCodes.Status200OK,
-            [HealthStatus.Degraded] = StatusCodes.Status200OK,
+            [HealthStatus.Degraded] = degraded,
             [HealthStatus.Unhealthy] = StatusCodes.Status503ServiceUnavailable,
         },
         ResponseWriter = (context, report) =>
