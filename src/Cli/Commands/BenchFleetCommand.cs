@@ -20,7 +20,7 @@ public static class BenchFleetCommand
 {
     public const string Usage =
         "fleet bench fleet [--jobs 4] [--texts 32] [--workers 1,2] [--texts-per-batch 8] [--method deeplift] [--model DIR]\n" +
-        "                  [--rabbitmq amqp://guest:guest@localhost:5672/] (default: FLEET_TEST_RABBITMQ, else localhost)";
+        "                  [--rabbitmq amqp://guest:guest@localhost:5672/] (default: FLEET_TEST_RABBITMQ)";
 
     public static int Run(string[] args, TextWriter stdout)
     {
@@ -33,7 +33,8 @@ public static class BenchFleetCommand
         int jobs = cl.Int("jobs", 4), textsPerJob = cl.Int("texts", 32), perBatch = cl.Int("texts-per-batch", 8);
         var method = cl.Value("method") ?? "deeplift";
         var workerCounts = (cl.Value("workers") ?? "1,2").Split(',').Select(w => int.TryParse(w, out var n) && n > 0 ? n : throw new UsageException("--workers takes counts like 1,2")).ToList();
-        var url = cl.Value("rabbitmq") ?? Environment.GetEnvironmentVariable("FLEET_TEST_RABBITMQ") ?? "amqp://guest:guest@localhost:5672/";
+        var url = cl.Value("rabbitmq") ?? Environment.GetEnvironmentVariable("FLEET_TEST_RABBITMQ")
+            ?? throw new UsageException("give --rabbitmq amqp://user:password@host:5672/ or set FLEET_TEST_RABBITMQ (there is no default user)");
         string? tempModel = null;
         var modelDir = cl.Value("model") ?? (tempModel = CreateModel());
         int cores = Environment.ProcessorCount;

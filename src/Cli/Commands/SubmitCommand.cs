@@ -35,12 +35,17 @@ public static class SubmitCommand
             TextsPerBatch = cl.Value("texts-per-batch") is null ? null : cl.Int("texts-per-batch", 0),
             SubmittedAt = DateTimeOffset.UtcNow,
         };
-        using var host = FleetHost.Build(cl, consumeJobs: null, cl.Flag("verbose") ? LogLevel.Information : LogLevel.Warning);
-        if (cl.Flag("no-wait") && !FleetHost.UsesRabbitMq(host))
-            throw new UsageException("--no-wait needs a broker (--transport rabbitmq): an in-memory job lives only as long as this process");
         try
         {
+            using var host = FleetHost.Build(cl, consumeJobs: null, cl.Flag("verbose") ? LogLevel.Information : LogLevel.Warning);
+            if (cl.Flag("no-wait") && !FleetHost.UsesRabbitMq(host))
+                throw new UsageException("--no-wait needs a broker (--transport rabbitmq): an in-memory job lives only as long as this process");
             return Run(host, job, cl, stdout).GetAwaiter().GetResult();
+        }
+        catch (AttributionFleet.Worker.Hosting.FleetConfigurationException e)
+        {
+            Console.Error.WriteLine($"fleet submit: {e.Message}");
+            return 2;
         }
         catch (JobTooLargeException e)
         {

@@ -84,7 +84,7 @@ public static class FleetHostingExtensions
         }
         if (worker.UsesRabbitMq)
         {
-            var r = rabbit.Resolved();
+            var r = rabbit.Validated();
             x.UsingRabbitMq((context, cfg) =>
             {
                 cfg.Host(r.Host, (ushort)r.Port, r.VirtualHost, h =>

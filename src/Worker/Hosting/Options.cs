@@ -57,8 +57,11 @@ public sealed class RabbitMqOptions
     public string Host { get; set; } = "localhost";
     public int Port { get; set; } = 5672;
     public string VirtualHost { get; set; } = "/";
-    public string Username { get; set; } = "guest";
-    public string Password { get; set; } = "guest";
+    /// <summary>No default: credentials come from configuration, the URL, or <see cref="PasswordFile"/> (never guest/guest).</summary>
+    public string Username { get; set; } = "";
+    public string Password { get; set; } = "";
+    /// <summary>A file whose first line is the password (a mounted secret): not visible in <c>ps</c> or the environment.</summary>
+    public string? PasswordFile { get; set; }
     public bool UseTls { get; set; }
     /// <summary>TLS server name (defaults to Host).</summary>
     public string? TlsServerName { get; set; }
@@ -72,10 +75,35 @@ public sealed class RabbitMqOptions
     /// <summary>How long a client waits for the broker to take a job before it reports the broker unreachable.</summary>
     public int ConnectTimeoutSeconds { get; set; } = 30;
 
-    /// <summary>The fields with <see cref="Url"/> applied.</summary>
+    /// <summary>The fields with <see cref="Url"/> and <see cref="PasswordFile"/> applied.</summary>
     public RabbitMqOptions Resolved()
     {
-        if (string.IsNullOrWhiteSpace(Url)) return this;
+        var resolved = WithUrl();
+        if (string.IsNullOrWhiteSpace(PasswordFile)) return resolved;
+        if (!File.Exists(PasswordFile)) throw new FleetConfigurationException($"RabbitMq:PasswordFile not found: {PasswordFile}");
+        resolved.Password = File.ReadLines(PasswordFile).FirstOrDefault()?.Trim() ?? "";
+        return resolved;
+    }
+
+    /// <summary>Refuses to connect without credentials (there is no default user).</summary>
+    public RabbitMqOptions Validated()
+    {
+        var r = Resolved();
+        if (string.IsNullOrWhiteSpace(r.Username))
+            throw new FleetConfigurationException("RabbitMq:Username is not set (nor a user in RabbitMq:Url): there is no default user; " +
+                "give RabbitMq:Username and RabbitMq:Password or RabbitMq:PasswordFile");
+        return r;
+    }
+
+    private RabbitMqOptions WithUrl()
+    {
+        if (string.IsNullOrWhiteSpace(Url))
+            return new RabbitMqOptions
+            {
+                Host = Host, Port = Port, VirtualHost = VirtualHost, Username = Username, Password = Password, UseTls = UseTls,
+                TlsServerName = TlsServerName, HeartbeatSeconds = HeartbeatSeconds, ConnectTimeoutSeconds = ConnectTimeoutSeconds,
+                MaxMessageBytes = MaxMessageBytes,
+            };
         var uri = new Uri(Url);
         var tls = uri.Scheme == "amqps";
         var user = uri.UserInfo.Split(':', 2);
@@ -98,10 +126,13 @@ public sealed class RabbitMqOptions
     /// <summary>For logs: never the password.</summary>
     public override string ToString()
     {
-        var r = Resolved();
+        var r = WithUrl();
         return $"{(r.UseTls ? "amqps" : "amqp")}://{r.Username}@{r.Host}:{r.Port}/{(r.VirtualHost == "/" ? "" : r.VirtualHost)}";
     }
 }
+
+/// <summary>A setting that makes the fleet unusable as given (one line naming it; the worker exits 2).</summary>
+public sealed class FleetConfigurationException(string message) : Exception(message);
 
 /// <summary>One configured model (section <c>Models:&lt;id&gt;</c>).</summary>
 public sealed class ModelOptions
