@@ -13,6 +13,7 @@ public sealed class SqliteJobStore : SqlJobStore
     private readonly string _connectionString;
     private readonly string _path;
     private readonly bool _deleteOnDispose;
+    private volatile bool _walSet;
 
     /// <param name="deleteOnDispose">The file belongs to this process (in-memory transport): deleted when the store is disposed.</param>
     public SqliteJobStore(string connectionString, bool deleteOnDispose = false)
@@ -47,8 +48,11 @@ public sealed class SqliteJobStore : SqlJobStore
             if (!string.IsNullOrEmpty(directory)) Directory.CreateDirectory(directory);
             await connection.OpenAsync(cancellationToken);
             await using var pragma = connection.CreateCommand();
-            pragma.CommandText = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;";
+            // The journal mode is a property of the file (set once per store object); asking for it on every open takes a lock
+            // that collides with the other processes' readers and writers. busy_timeout and synchronous are per connection.
+            pragma.CommandText = (_walSet ? "" : "PRAGMA journal_mode=WAL; ") + "PRAGMA busy_timeout=30000; PRAGMA synchronous=NORMAL;";
             await pragma.ExecuteNonQueryAsync(cancellationToken);
+            _walSet = true;
             return connection;
         }
         catch (Exception e) when (e is SqliteException or IOException or UnauthorizedAccessException)
