@@ -152,6 +152,46 @@ public sealed class JobStoreFleetTests(ITestOutputHelper output)
     }
 
     [SkippableFact]
+    public async Task A_job_far_over_the_receive_limit_is_refused_by_the_broker_and_the_fleet_keeps_going()
+    {
+        Skip.If(PrivateRabbitMqNode.SkipReason is not null, PrivateRabbitMqNode.SkipReason);
+        const int receiveLimit = 1024 * 1024;
+        // The broker's max_message_size and the workers' receive limit are the same number, as in deploy/rabbitmq/rabbitmq.conf.
+        using var node = new PrivateRabbitMqNode($"max_message_size = {receiveLimit}\n");
+        await node.Start(TimeSpan.FromSeconds(60));
+        await using var cluster = new FleetCluster(node.Url, textsPerBatch: 4);
+        cluster.WorkerSettings["RabbitMq__MaxMessageBytes"] = receiveLimit.ToString();
+        await cluster.StartWorkers("w1");
+
+        // 2 MiB, twice the limit, published around the client's own check: the broker refuses it, it never reaches a queue.
+        var huge = Job(4, "huge-") with { Texts = Enumerable.Range(0, 4).Select(i => new JobText { Id = $"h{i}", Text = new string('w', 512 * 1024) }).ToList() };
+        var factory = new ConnectionFactory { Uri = new Uri(node.Url) };
+        await using (var connection = await factory.CreateConnectionAsync())
+        {
+            await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
+            var body = JsonSerializer.SerializeToUtf8Bytes(new { messageType = new[] { "urn:message:AttributionFleet.Contracts.V1:SubmitAttributionJob" }, message = huge },
+                new JsonSerializerOptions(JsonSerializerDefaults.Web));
+            Assert.True(body.Length > receiveLimit);
+            var refused = await Record.ExceptionAsync(async () =>
+                await channel.BasicPublishAsync("", cluster.JobQueue, true, new BasicProperties { ContentType = "application/vnd.masstransit+json" }, body));
+            output.WriteLine($"broker's answer to {body.Length} bytes: {refused?.GetType().Name}: {refused?.Message}");
+            Assert.NotNull(refused);
+            Assert.Contains("max size", refused!.Message + refused.InnerException?.Message, StringComparison.OrdinalIgnoreCase);
+        }
+        // The client refuses it itself, naming the limit (Limits:MaxMessageBytes, 16 MiB, is above it only with a larger job).
+        var client = await cluster.Client();
+        var tooLarge = Job(1, "x") with { Texts = new[] { new JobText { Id = "x", Text = new string('w', 18_000) } } };
+        var clientLimits = Enumerable.Range(0, 1000).Select(i => new JobText { Id = $"m{i}", Text = new string('w', 18_000) }).ToList();
+        var e = await Assert.ThrowsAsync<JobTooLargeException>(() => client.Submit(tooLarge with { Texts = clientLimits }));
+        Assert.Contains("Limits:MaxMessageBytes", e.Message);
+
+        var (next, batches) = await cluster.Run(Job(5, "after-huge-"), TimeSpan.FromSeconds(60));
+        Assert.True(next.Succeeded, next.Failed?.Message + cluster.Logs());
+        Assert.Equal(5, batches.Sum(b => b.Results.Count));
+        Assert.False(cluster.Workers[0].HasExited);
+    }
+
+    [SkippableFact]
     public async Task A_worker_whose_broker_login_is_refused_becomes_ready_once_the_credentials_work()
     {
         SkipUnlessServices(postgres: false);
