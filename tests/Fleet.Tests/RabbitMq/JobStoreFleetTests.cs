@@ -116,6 +116,41 @@ public sealed class JobStoreFleetTests(ITestOutputHelper output)
     }
 
     [SkippableFact]
+    public async Task A_worker_killed_mid_split_leaves_a_job_that_another_worker_splits_again_and_completes_once()
+    {
+        SkipUnlessServices(postgres: false);
+        var url = await RabbitMqBroker.Url();
+        await using var completions = await FleetEvents.Watch<AttributionJobCompleted>(url);
+        // One text per batch: 1,500 batch messages, each publisher-confirmed, so splitting takes long enough to be cut short.
+        await using var cluster = new FleetCluster(url, textsPerBatch: 1);
+        await cluster.StartWorkers("victim");
+        var job = Job(1500, "split-");
+        var client = await cluster.Client();
+        await client.Submit(job);
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (await client.Status(job.JobId) is null && DateTime.UtcNow < deadline) await Task.Delay(10);
+        Assert.True(DateTime.UtcNow < deadline, "the job was never admitted\n" + cluster.Logs());
+        await using (var connection = await new ConnectionFactory { Uri = new Uri(url) }.CreateConnectionAsync())
+        await using (var channel = await connection.CreateChannelAsync())
+        {
+            // Admitted and part of its batches sent: SIGKILL mid-split.
+            while (await channel.MessageCountAsync(cluster.BatchQueue) < 20 && DateTime.UtcNow < deadline) await Task.Delay(5);
+            cluster.Workers[0].Kill();
+            uint queued = await channel.MessageCountAsync(cluster.BatchQueue);
+            output.WriteLine($"victim killed with {queued} of {job.Texts.Count} batch messages queued");
+            Assert.InRange(queued, 1u, (uint)job.Texts.Count - 1); // the split had begun and not finished
+        }
+        await cluster.StartWorkers("survivor");
+
+        int published = await completions.CountFor(job.JobId, TimeSpan.FromSeconds(300), TimeSpan.FromSeconds(3), cluster.Logs);
+        Assert.Equal(1, published);
+        Assert.Contains("already admitted", cluster.Workers[1].Output); // the job message really came back and was split again
+        var ids = new List<string>();
+        await foreach (var r in client.Results(job.JobId)) ids.Add(r.Id);
+        Assert.Equal(job.Texts.Select(t => t.Id).Order(), ids.Order()); // every text once
+    }
+
+    [SkippableFact]
     public async Task A_job_message_over_the_limit_fails_naming_it_and_the_next_job_completes()
     {
         SkipUnlessServices(postgres: false);
