@@ -4,6 +4,8 @@ namespace AttributionFleet.Cli;
 public sealed class UsageException(string message) : Exception(message);
 
 /// <summary>
+/// The parsing of the pass-through commands (bench, train-head: see FleetCli.PassThrough), which read their own
+/// arguments; every other command is parsed by System.CommandLine (src/Cli/Parsing).
 /// Minimal GNU-style parsing: <c>--name value</c>, <c>--name=value</c>, boolean <c>--flag</c>, and positionals.
 /// Each command declares which options take values and which are flags; anything else is an error.
 /// </summary>

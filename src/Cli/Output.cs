@@ -10,12 +10,27 @@ namespace AttributionFleet.Cli;
 /// <summary>JSON lines and terminal tables for predictions and explanations.</summary>
 public static class Output
 {
+    /// <summary>
+    /// snake_case, every field written (a missing value is null, never dropped), and no NaN/Infinity: a non-finite
+    /// number is written as null by the shapes below, so a value that slipped through is a bug, not a "NaN" string.
+    /// </summary>
     public static readonly JsonSerializerOptions Json = new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
-        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+    };
+
+    private static double? N(double v) => NonFinite.OrNull(v);
+
+    /// <summary>What the head decided: {label, index, probability, head, value} (probability null for regression values and embeddings).</summary>
+    private static object PredictionOf(Prediction p) => new
+    {
+        label = p.Label,
+        index = p.Index,
+        probability = N(p.Probability),
+        head = p.Head,
+        value = p.Value is double v ? N(v) : null,
     };
 
     public static object PredictionJson(PredictionResult p, string? id = null) => new
@@ -23,32 +38,36 @@ public static class Output
         id,
         text = p.Text,
         tokens = p.Tokens,
-        prediction = p.Prediction, // {label, index, probability}
-        probabilities = p.Probabilities,
-        logits = p.Logits,
+        status = NonFinite.StatusOf(p),
+        prediction = NonFinite.IsFinite(p) ? PredictionOf(p.Prediction) : null,
+        probabilities = NonFinite.OrNull(p.Probabilities),
+        logits = NonFinite.OrNull(p.Logits),
         truncated = p.Truncated,
     };
 
-    public static object ExplanationJson(Explanation e, string? id = null) => new
+    public static object ExplanationJson(Explanation e, string? id = null, bool? overThreshold = null) => new
     {
         id,
         text = e.Text,
         tokens = e.Tokens,
-        scores = e.Scores,
-        prediction = e.Prediction,
+        scores = NonFinite.OrNull(e.Scores),
+        words = WordSpans.Merge(e).Select(w => new { text = w.Text, start = w.Start, end = w.End, score = N(w.Score), pieces = w.Pieces, special = w.Special }).ToList(),
+        status = NonFinite.StatusOf(e),
+        prediction = PredictionOf(e.Prediction),
         target = new { label = e.TargetLabel, index = e.TargetIndex },
         output = e.Output,
-        f_x = e.Fx,
-        f_x0 = e.Fx0,
-        delta = e.Delta,
-        relative_delta = e.RelativeDelta,
+        f_x = N(e.Fx),
+        f_x0 = N(e.Fx0),
+        delta = N(e.Delta),
+        relative_delta = N(e.RelativeDelta),
+        over_threshold = overThreshold,
         method = e.Method,
         softmax_rule = e.SoftmaxRule,
         precision = e.Precision,
         truncated = e.Truncated,
     };
 
-    /// <summary>A fleet result in the shape of <see cref="ExplanationJson"/> (same fields, same order).</summary>
+    /// <summary>A fleet result in the shape of <see cref="ExplanationJson"/> (same fields, same order; token offsets instead of merged words).</summary>
     public static object AttributionJson(AttributionFleet.Contracts.V1.TextAttribution r) => new
     {
         id = r.Id,
@@ -56,14 +75,17 @@ public static class Output
         tokens = r.Tokens,
         // Each token's characters in text as [start, end) (end exclusive; start = end for special tokens), for merging into words.
         offsets = r.Offsets?.Select(o => new[] { o.Start, o.Start + o.Length }),
-        scores = r.Scores,
-        prediction = new { label = r.Prediction.Label, index = r.Prediction.Index, probability = r.Prediction.Probability },
+        scores = r.Scores.Select(N).ToArray(),
+        status = r.Status == NonFinite.Status.Ok && r.Scores.All(double.IsFinite) && double.IsFinite(r.Fx) && double.IsFinite(r.Fx0) && double.IsFinite(r.Delta)
+            ? NonFinite.Status.Ok : NonFinite.Status.NonFinite,
+        prediction = new { label = r.Prediction.Label, index = r.Prediction.Index, probability = N(r.Prediction.Probability) },
         target = new { label = r.TargetLabel, index = r.TargetIndex },
         output = r.Output,
-        f_x = r.Fx,
-        f_x0 = r.Fx0,
-        delta = r.Delta,
-        relative_delta = r.RelativeDelta,
+        f_x = N(r.Fx),
+        f_x0 = N(r.Fx0),
+        delta = N(r.Delta),
+        relative_delta = N(r.RelativeDelta),
+        over_threshold = r.OverThreshold,
         method = r.Method,
         softmax_rule = r.SoftmaxRule,
         precision = r.Precision,
@@ -79,7 +101,7 @@ public static class Output
     public static string ColoredWords(IReadOnlyList<Word> words, bool color)
     {
         var content = words.Where(w => !w.Special).ToList();
-        return ColoredTokens(content.Select(w => w.Text).ToArray(), content.Select(w => w.Score).ToArray(), color);
+        return ColoredTokens(content.Select(w => Terminal.Escape(w.Text)).ToArray(), content.Select(w => w.Score).ToArray(), color);
     }
 
     /// <summary>Tokens coloured on a diverging scale: green raises the target, red lowers it; brightness by |score|.</summary>

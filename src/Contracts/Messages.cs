@@ -117,6 +117,11 @@ public sealed record TextAttribution
     public bool Truncated { get; init; }
     /// <summary>|Delta| or RelativeDelta is above the job's threshold (or is NaN).</summary>
     public bool OverThreshold { get; init; }
+    /// <summary>
+    /// <c>ok</c>, or <c>non_finite</c> when f(x), f(x0), the delta, the probability or a score is NaN or infinite: the
+    /// text failed (its numbers mean nothing; clients write them as JSON null). Added in place: old readers ignore it.
+    /// </summary>
+    public string Status { get; init; } = "ok";
     /// <summary>This text's share of the batch's engine time (batch time / texts).</summary>
     public double ExplainMilliseconds { get; init; }
 }

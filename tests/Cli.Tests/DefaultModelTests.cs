@@ -2,6 +2,8 @@ using System.Text.Json;
 using AttributionFleet.Cli.Commands;
 using AttributionFleet.Cli.Tests.Support;
 using AttributionFleet.Engine.Checkpoints;
+using AttributionFleet.Engine.Text;
+using AttributionFleet.Engine.Training;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -9,7 +11,10 @@ using AttributionFleet.Worker.Models;
 
 namespace AttributionFleet.Cli.Tests;
 
-/// <summary>The embedded default model works out of the box: predict and explain with no --model.</summary>
+/// <summary>
+/// The embedded default model works out of the box: predict and explain with no --model, exactly; it gives the README's
+/// examples their labels and reaches its held-out accuracy; its committed delta is small and checked against its base.
+/// </summary>
 public class DefaultModelTests(ITestOutputHelper output)
 {
     public const string Demo = "The plot was dull but the acting was wonderful.";
@@ -24,7 +29,6 @@ public class DefaultModelTests(ITestOutputHelper output)
         Assert.Equal(Demo, e.GetProperty("text").GetString());
         var prediction = e.GetProperty("prediction");
         Assert.Equal("positive", prediction.GetProperty("label").GetString());
-        Assert.InRange(prediction.GetProperty("probability").GetDouble(), 0.5, 1.0);
         Assert.Equal("positive", e.GetProperty("target").GetProperty("label").GetString());
 
         var tokens = e.GetProperty("tokens").EnumerateArray().Select(t => t.GetString()!).ToArray();
@@ -53,6 +57,91 @@ public class DefaultModelTests(ITestOutputHelper output)
         Assert.All(lines, l => Assert.Equal(1.0, l.GetProperty("probabilities").EnumerateArray().Sum(p => p.GetDouble()), 9));
     }
 
+    public static TheoryData<string, string> Examples()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var (text, label) in DefaultModel.Examples) data.Add(text, label);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Examples))]
+    public void EachReadmeExampleGetsItsLabel(string text, string label)
+    {
+        var (code, stdout) = TestEnvironment.Run(PredictCommand.Run, "--json", text);
+        Assert.Equal(0, code);
+        var line = Assert.Single(TestEnvironment.JsonLines(stdout));
+        var prediction = line.GetProperty("prediction");
+        output.WriteLine($"{prediction.GetProperty("label").GetString()} p={prediction.GetProperty("probability").GetDouble():0.000}: {text}");
+        Assert.Equal(label, prediction.GetProperty("label").GetString());
+    }
+
+    [Fact]
+    public void TheCommittedModelReachesItsHeldOutAccuracy()
+    {
+        // Inference only, through the assembled model folder, on the test set that training never saw.
+        var rows = HeadTrainer.ReadJsonl(Path.Combine(TestEnvironment.DataDir, "test.jsonl"));
+        TestEnvironment.Init();
+        using var model = LoadedModel.Load(DefaultModel.EnsureFolder(), TorchSharp.torch.CPU);
+        IReadOnlyList<PredictionResult> predictions;
+        lock (TestEnvironment.EncoderGate) predictions = new TextExplainer(model).Predict(rows.Select(r => r.Text).ToList());
+        int correct = rows.Zip(predictions).Count(p => p.First.Label == p.Second.Prediction.Label);
+        double accuracy = (double)correct / rows.Count;
+        output.WriteLine($"held-out accuracy {accuracy:0.0000} ({correct} of {rows.Count})");
+        Assert.True(rows.Count >= 300, $"{rows.Count} test texts");
+        Assert.True(accuracy >= 0.92, $"held-out accuracy {accuracy:0.0000}");
+        // delta.json records what train-default measured; recomputing gives the same (±1 text for float differences between CPUs).
+        using var info = JsonDocument.Parse(File.ReadAllText(Path.Combine(TestEnvironment.HeadDir, EncoderDelta.InfoFile)));
+        Assert.Equal(info.RootElement.GetProperty("test_accuracy").GetDouble(), accuracy, 1.0 / rows.Count + 1e-4);
+        Assert.Equal(rows.Count, info.RootElement.GetProperty("test_examples").GetInt32());
+        Assert.Equal(HeadTrainer.Sha256(Path.Combine(TestEnvironment.DataDir, "test.jsonl")), info.RootElement.GetProperty("test_sha256").GetString());
+    }
+
+    [Fact]
+    public void TheCommittedDeltaIsSmallAndFineTunesTheEncoder()
+    {
+        var path = Path.Combine(TestEnvironment.HeadDir, EncoderDelta.WeightsFile);
+        Assert.True(new FileInfo(path).Length < 1024 * 1024, $"{path}: {new FileInfo(path).Length} bytes");
+        Assert.False(File.Exists(Path.Combine(TestEnvironment.HeadDir, HeadTrainer.WeightsFile)), "a head beside the delta is refused");
+        using var delta = EncoderDelta.Load(TestEnvironment.HeadDir);
+        Assert.Equal(new[] { "negative", "positive" }, delta.Labels);
+        Assert.NotEmpty(delta.Layers);
+        foreach (int layer in delta.Layers)
+            foreach (var map in EncoderDelta.Maps)
+                Assert.True(delta.Tensors[EncoderDelta.LoraB(layer, map)].abs().max().item<float>() > 0, $"layer {layer} {map}: B is still zero");
+        // The delta belongs to the packaged encoder's weights (the import is deterministic).
+        TestEnvironment.Init();
+        delta.CheckBase(Path.Combine(MiniLmAssets.EnsureImported(), "model.safetensors"), path);
+    }
+
+    [Fact]
+    public void ADeltaForOtherWeightsOrBesideAHeadIsRefused()
+    {
+        TestEnvironment.Init();
+        var encoderDir = MiniLmAssets.EnsureImported();
+        var dir = Directory.CreateTempSubdirectory("fleet-delta-refused-").FullName;
+        try
+        {
+            using (var committed = EncoderDelta.Load(TestEnvironment.HeadDir))
+            using (var other = new EncoderDelta(committed.Layers, committed.Labels, committed.Rank, new string('0', 64), committed.Tensors.ToDictionary(kv => kv.Key, kv => kv.Value.clone())))
+                other.Save(Path.Combine(dir, "other"), new Dictionary<string, object?>());
+            var e = Assert.Throws<AttributionFleet.Engine.ModelLoadException>(() => DefaultModel.Build(encoderDir, Path.Combine(dir, "other"), Path.Combine(dir, "out1")));
+            Assert.Equal("base_sha256", e.Field);
+            Assert.Contains("fleet train-default", e.Message);
+
+            var both = Path.Combine(dir, "both");
+            Directory.CreateDirectory(both);
+            foreach (var f in Directory.EnumerateFiles(TestEnvironment.HeadDir)) File.Copy(f, Path.Combine(both, Path.GetFileName(f)));
+            File.WriteAllText(Path.Combine(both, HeadTrainer.WeightsFile), "");
+            e = Assert.Throws<AttributionFleet.Engine.ModelLoadException>(() => DefaultModel.Build(encoderDir, both, Path.Combine(dir, "out2")));
+            Assert.Contains("both", e.Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     [Fact]
     public void TheDefaultFolderIsACompleteModelBuiltOnce()
     {
@@ -73,6 +162,8 @@ public class DefaultModelTests(ITestOutputHelper output)
             Assert.Equal(new long[] { 2, 384 }, weights.Entries["classifier.weight"].Shape);
             Assert.Equal(new long[] { 2 }, weights.Entries["classifier.bias"].Shape);
         }
+        // The stamp names the committed delta by SHA-256: a new delta means a new stamp, so the folder is rebuilt.
+        Assert.Contains(HeadTrainer.Sha256(Path.Combine(DefaultModel.HeadDir, EncoderDelta.WeightsFile)), File.ReadAllText(Path.Combine(folder, DefaultModel.StampFile)));
         // A second call reuses the folder instead of rebuilding it.
         var written = File.GetLastWriteTimeUtc(Path.Combine(folder, "model.safetensors"));
         Assert.Equal(folder, DefaultModel.EnsureFolder());
@@ -83,7 +174,7 @@ public class DefaultModelTests(ITestOutputHelper output)
     public void TheHeadIsFoundNextToTheExecutable()
     {
         var beside = Path.Combine(AppContext.BaseDirectory, "models", DefaultModel.Id);
-        Assert.True(File.Exists(Path.Combine(beside, "head.safetensors")), "the build copies the head next to the executable");
+        Assert.True(File.Exists(Path.Combine(beside, EncoderDelta.WeightsFile)), "the build copies the delta next to the executable");
         Assert.Equal(Path.GetFullPath(beside), Path.GetFullPath(DefaultModel.HeadDir));
     }
 }

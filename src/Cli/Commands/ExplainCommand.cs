@@ -1,94 +1,106 @@
-using System.Globalization;
+using AttributionFleet.Cli.Parsing;
 using AttributionFleet.Cli.Report;
+using AttributionFleet.Engine.Attribution;
 using AttributionFleet.Engine.Text;
-
 using AttributionFleet.Worker.Models;
 
 namespace AttributionFleet.Cli.Commands;
 
-/// <summary><c>fleet explain [--model DIR] [--method …] [--json] "text" …</c></summary>
+/// <summary>The typed values of <c>fleet explain</c>.</summary>
+public sealed record ExplainOptions(
+    string? Model, string? Device, ExplainFlags Flags, double? DeltaThreshold, double? RelativeDeltaThreshold, bool Json,
+    string? Html, string? Input, IReadOnlyList<string> Texts)
+{
+    /// <summary>explain's relative threshold when none is given (the HTML report's warning line too).</summary>
+    public const double DefaultRelativeDeltaThreshold = 1e-4;
+    public double RelativeThreshold => RelativeDeltaThreshold ?? DefaultRelativeDeltaThreshold;
+}
+
+/// <summary><c>fleet explain [--model DIR] [--method …] [--json] [--html FILE] "text" … | --input FILE</c></summary>
 public static class ExplainCommand
 {
-    public const string Usage =
-        "fleet explain [--model DIR|sentiment-minilm] [--method deeplift|deeplift-shap|integrated-gradients|gradient-shap|saliency|input-x-gradient]\n" +
-        "              [--target LABEL|INDEX] [--output logit|centered-logit|probability] [--softmax-rule exact|rescale|row-mean]\n" +
-        "              [--precision float32|float64] [--steps N] [--integration gauss-legendre|riemann-trapezoid] [--samples N]\n" +
-        "              [--reference pad|mask|unk|zero|\"text\"] (repeat --reference for the SHAP methods)\n" +
-        "              [--batch-size N] [--max-length N] [--json] [--html report.html] [--delta-threshold X (default 1e-4)]\n" +
-        "              [--input texts.txt|texts.jsonl] [\"text\" ...]";
+    /// <summary>The command-line form (tests, scripts): parsed as <c>fleet explain ARGS</c>, errors printed and mapped to exit codes.</summary>
+    public static int Run(string[] args, TextWriter stdout) => Parsing.FleetCli.Run(["explain", .. args], stdout, Console.Error, CancellationToken.None);
 
-    public static readonly string[] ValueOptions =
-        { "model", "method", "target", "output", "softmax-rule", "precision", "steps", "integration", "samples", "reference", "batch-size", "max-length", "input", "device", "html", "delta-threshold" };
+    public const string Description = "Explain each text's prediction token by token (exact DeepLift by default) and report the delta.";
 
-    public static ExplainRequest Request(CommandLine cl)
+    /// <summary>Exit 0, or 1 when a text's forward or scores are not finite (those texts get status non_finite).</summary>
+    public static int Run(ExplainOptions o, TextWriter stdout, CancellationToken cancel = default)
     {
-        var method = cl.Value("method") ?? "deeplift";
-        var references = cl.Values("reference").ToList();
-        if (references.Count == 0)
-            references = method is "deeplift-shap" or "gradient-shap" ? new List<string> { "pad", "mask", "unk", "zero" } : new List<string> { "pad" };
-        var defaults = new ExplainRequest();
-        return new ExplainRequest
-        {
-            Method = method,
-            Target = cl.Value("target"),
-            Output = cl.Value("output") ?? defaults.Output,
-            SoftmaxRule = cl.Value("softmax-rule") ?? defaults.SoftmaxRule,
-            Precision = cl.Value("precision") ?? defaults.Precision,
-            Steps = cl.Int("steps", defaults.Steps),
-            Integration = cl.Value("integration") ?? defaults.Integration,
-            Samples = cl.Int("samples", defaults.Samples),
-            References = references,
-            BatchSize = cl.Int("batch-size", defaults.BatchSize),
-            MaxLength = cl.Value("max-length") is null ? null : cl.Int("max-length", 0),
-        };
-    }
-
-    public static int Run(string[] args, TextWriter stdout)
-    {
-        var cl = new CommandLine(args, ValueOptions, new[] { "json" });
-        var request = Request(cl);
+        var request = o.Flags.ToRequest();
         request.Validate();
-        var threshold = DeltaThreshold(cl);
-        var texts = TextInput.Read(cl);
-        using var model = LoadedModel.Load(ModelResolver.Resolve(cl.Value("model")), DeviceSelector.Resolve(cl.Value("device")));
-        var results = new TextExplainer(model).Explain(texts.Select(t => t.Text).ToList(), request);
-        var html = cl.Value("html");
+        var texts = TextInput.Read(o.Texts, o.Input);
+        using var html = o.Html is null ? null : AtomicFile.Create(o.Html, "--html");
+        var device = DeviceSelector.Resolve(o.Device);
+        PrecisionSupport.Check(request.ParsePrecision(), device.type == TorchSharp.DeviceType.CUDA);
+        cancel.ThrowIfCancellationRequested();
+        using var model = LoadedModel.Load(ModelResolver.Resolve(o.Model), device);
+        IReadOnlyList<Explanation> results;
+        try
+        {
+            results = new TextExplainer(model).Explain(texts.Select(t => t.Text).ToList(), request);
+        }
+        catch (AttributionRequestException e) when (TextIndex(e.Field) is int i && i < texts.Count)
+        {
+            throw new UsageException($"{texts[i].Source}: {e.Message}");
+        }
+        cancel.ThrowIfCancellationRequested();
         if (html is not null)
-            File.WriteAllText(html, HtmlReport.Render(results, new HtmlReportOptions
+        {
+            html.Write(() => html.Writer.Write(HtmlReport.Render(results, new HtmlReportOptions
             {
-                Model = cl.Value("model") ?? DefaultModel.Id,
+                Model = o.Model ?? DefaultModel.Id,
                 Ids = texts.Select(t => t.Id).ToList(),
-                DeltaThreshold = threshold,
-            }));
+                DeltaThreshold = o.RelativeThreshold,
+            })));
+            html.Commit();
+        }
         bool color = Output.UseColor;
+        int nonFinite = 0;
         for (int i = 0; i < results.Count; i++)
         {
             var e = results[i];
-            if (cl.Flag("json"))
+            bool finite = NonFinite.IsFinite(e);
+            if (!finite) nonFinite++;
+            bool over = OverThreshold(e, o);
+            if (o.Json)
             {
-                stdout.WriteLine(Output.Line(Output.ExplanationJson(e, texts[i].Id)));
+                stdout.WriteLine(Output.Line(Output.ExplanationJson(e, texts[i].Id, over)));
                 continue;
             }
-            stdout.WriteLine($"text       {e.Text}{(e.Truncated ? "  (truncated)" : "")}");
-            stdout.WriteLine($"prediction {e.Prediction.Label} (p = {e.Prediction.Probability:0.0000})   target {e.TargetLabel} [{e.Output}]   method {e.Method}/{e.SoftmaxRule}/{e.Precision}");
+            stdout.WriteLine($"text       {Terminal.Escape(e.Text)}{(e.Truncated ? "  (truncated)" : "")}");
+            stdout.WriteLine($"prediction {Terminal.Escape(e.Prediction.Label)} (p = {e.Prediction.Probability:0.0000})   target {Terminal.Escape(e.TargetLabel)} [{e.Output}]   method {e.Method}/{e.SoftmaxRule}/{e.Precision}");
+            if (!finite)
+            {
+                stdout.WriteLine($"status     non_finite: f(x) {e.Fx:G6}, f(x0) {e.Fx0:G6} or a score is NaN or infinite; these scores mean nothing (check the model's weights and --precision)");
+                stdout.WriteLine();
+                continue;
+            }
             stdout.WriteLine($"f(x) {e.Fx:0.000000}   f(x0) {e.Fx0:0.000000}   delta {e.Delta:E2}   relative delta {e.RelativeDelta:E2}" +
-                (e.RelativeDelta <= threshold ? "" : $"   WARNING: above {threshold:G3}, the scores do not add up"));
+                (over ? $"   WARNING: above the threshold ({ThresholdText(o)}), the scores do not add up" : ""));
             stdout.WriteLine("words      " + Output.ColoredWords(Words.Merge(e), color));
-            int width = Math.Max(5, e.Tokens.Max(t => t.Length));
+            int width = Math.Max(5, e.Tokens.Max(t => Terminal.Escape(t).Length));
             foreach (var (token, score) in e.Tokens.Zip(e.Scores))
-                stdout.WriteLine($"  {token.PadRight(width)} {score,12:+0.000000;-0.000000;0}");
+                stdout.WriteLine($"  {Terminal.Escape(token).PadRight(width)} {score,12:+0.000000;-0.000000;0}");
             stdout.WriteLine();
         }
-        if (html is not null && !cl.Flag("json")) stdout.WriteLine($"wrote {html}");
+        if (html is not null && !o.Json) stdout.WriteLine($"wrote {Terminal.Escape(o.Html!)}");
+        if (nonFinite > 0)
+        {
+            Parsing.FleetCli.Error.WriteLine($"fleet explain: {nonFinite} of {results.Count} texts have non-finite values (status non_finite)");
+            return 1;
+        }
         return 0;
     }
 
-    private static double DeltaThreshold(CommandLine cl)
-    {
-        var v = cl.Value("delta-threshold");
-        if (v is null) return new HtmlReportOptions().DeltaThreshold;
-        return double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) && d >= 0
-            ? d
-            : throw new UsageException($"--delta-threshold must be a non-negative number, got '{v}'");
-    }
+    /// <summary>Over either threshold, or not finite (a NaN delta is never within a threshold).</summary>
+    public static bool OverThreshold(Explanation e, ExplainOptions o) =>
+        !(e.RelativeDelta <= o.RelativeThreshold) || o.DeltaThreshold is { } abs && !(Math.Abs(e.Delta) <= abs);
+
+    private static string ThresholdText(ExplainOptions o) =>
+        $"relative {o.RelativeThreshold:G3}" + (o.DeltaThreshold is { } a ? $", absolute {a:G3}" : "");
+
+    /// <summary>The index in a field like <c>texts[3]</c>.</summary>
+    internal static int? TextIndex(string? field) =>
+        field is not null && field.StartsWith("texts[", StringComparison.Ordinal) && field.EndsWith(']') && int.TryParse(field[6..^1], out var i) ? i : null;
 }

@@ -2,17 +2,21 @@ using AttributionFleet.Engine.Onnx;
 
 namespace AttributionFleet.Cli.Commands;
 
+/// <summary>The typed values of <c>fleet import-onnx</c>.</summary>
+public sealed record ImportOnnxOptions(string Model, string Vocab, string OutDir);
+
 /// <summary><c>fleet import-onnx MODEL.onnx VOCAB.txt OUTDIR</c></summary>
 public static class ImportOnnxCommand
 {
-    public const string Usage = "fleet import-onnx MODEL.onnx VOCAB.txt OUTDIR";
+    public const string Description = "Import a BERT, DistilBERT, RoBERTa or XLM-R ONNX export (encoder or classifier) and its vocabulary (vocab.txt, tokenizer.json, vocab.json or a SentencePiece model) into a Hugging Face layout folder.";
 
-    public static int Run(string[] args, TextWriter stdout)
+    public static int Run(ImportOnnxOptions o, TextWriter stdout)
     {
-        var cl = new CommandLine(args, Array.Empty<string>(), Array.Empty<string>());
-        if (cl.Positionals.Count != 3) throw new UsageException("usage: " + Usage);
-        var report = OnnxBertImporter.Import(cl.Positionals[0], cl.Positionals[1], cl.Positionals[2]);
-        stdout.WriteLine($"imported {report.TensorCount} tensors: {report.Layers} layers, hidden {report.Hidden}, {report.Heads} heads, intermediate {report.Intermediate}, layer_norm_eps {report.LayerNormEps:G} -> {cl.Positionals[2]}");
+        if (!File.Exists(o.Model)) throw new UsageException($"MODEL {o.Model}: file not found");
+        if (!File.Exists(o.Vocab)) throw new UsageException($"VOCAB {o.Vocab}: file not found");
+        var report = OnnxBertImporter.Import(o.Model, o.Vocab, o.OutDir);
+        stdout.WriteLine($"imported {report.Architecture}{(report.Labels > 0 ? $" ({report.Labels} labels)" : "")}, {report.TensorCount} tensors: {report.Layers} layers, hidden {report.Hidden}, {report.Heads} heads, intermediate {report.Intermediate}, layer_norm_eps {report.LayerNormEps:G} -> {o.OutDir}");
+        stdout.WriteLine($"tokenizer: {(report.LowerCase ? "lower-cased" : "cased")} (from {report.CasingSource})");
         return 0;
     }
 }

@@ -1,104 +1,111 @@
+using AttributionFleet.Cli.Parsing;
 using AttributionFleet.Contracts.V1;
 using AttributionFleet.Worker.Client;
+using AttributionFleet.Worker.Models;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
-using AttributionFleet.Worker.Models;
-
 namespace AttributionFleet.Cli.Commands;
 
-/// <summary><c>fleet submit --model ID --input FILE [explain flags] [--out FILE] [--no-wait]</c>: a job through the fleet.</summary>
+/// <summary>The typed values of <c>fleet submit</c>.</summary>
+public sealed record SubmitOptions(
+    string? Model, ExplainFlags Flags, double? DeltaThreshold, double? RelativeDeltaThreshold, int? TextsPerBatch, string? Out,
+    bool NoWait, TimeSpan? Timeout, bool Verbose, Guid? JobId, string? Input, IReadOnlyList<string> Texts, FleetConnection Fleet)
+{
+    public string ModelId => Model ?? DefaultModel.Id;
+}
+
+/// <summary><c>fleet submit --input FILE [explain flags] [--out FILE] [--no-wait]</c>: a job through the fleet.</summary>
 public static class SubmitCommand
 {
-    public const string Usage =
-        "fleet submit [--model ID (default sentiment-minilm)] --input texts.txt|texts.jsonl [--method … and the other flags of fleet explain]\n" +
-        "             [--delta-threshold X] [--relative-delta-threshold X] [--texts-per-batch N] [--out results.jsonl] [--no-wait] [--timeout SECONDS] [--verbose]\n" +
-        "             " + FleetHost.OptionsUsage + "\n" +
-        "             (--transport inmemory runs a worker in this process: no broker needed)";
+    /// <summary>The command-line form (tests, scripts): parsed as <c>fleet submit ARGS</c>, errors printed and mapped to exit codes.</summary>
+    public static int Run(string[] args, TextWriter stdout) => Parsing.FleetCli.Run(["submit", .. args], stdout, Console.Error, CancellationToken.None);
 
-    private static readonly string[] Own = { "out", "delta-threshold", "relative-delta-threshold", "texts-per-batch", "timeout", "job-id" };
+    public const string Description =
+        "Explain texts as a job through the fleet (--transport inmemory runs a worker in this process: no broker needed); " +
+        "writes one JSON line per text (the fields of explain --json plus id) to --out or stdout. The workers keep the results in the job store: " +
+        "read them again with fleet results JOB_ID.";
 
-    public static int Run(string[] args, TextWriter stdout)
+    public static int Run(SubmitOptions o, TextWriter stdout, CancellationToken cancel = default)
     {
-        var cl = new CommandLine(args, ExplainCommand.ValueOptions.Concat(FleetHost.ValueOptions).Concat(Own).Distinct().ToArray(), new[] { "no-wait", "json", "verbose" });
-        var modelId = cl.Value("model") ?? DefaultModel.Id;
-        var texts = TextInput.Read(cl);
+        using var run = RunScope.Start(o.Timeout, cancel);
+        var texts = TextInput.Read(o.Texts, o.Input);
         var job = new SubmitAttributionJob
         {
-            JobId = cl.Value("job-id") is { } id ? (Guid.TryParse(id, out var g) ? g : throw new UsageException($"--job-id must be a GUID, got '{id}'")) : Guid.NewGuid(),
-            ModelId = modelId,
+            JobId = o.JobId ?? Guid.NewGuid(),
+            ModelId = o.ModelId,
             Texts = texts.Select(t => new JobText { Id = t.Id, Text = t.Text }).ToList(),
-            Options = Options(cl),
-            DeltaThreshold = cl.Value("delta-threshold") is { } d ? Double(d, "delta-threshold") : null,
-            RelativeDeltaThreshold = cl.Value("relative-delta-threshold") is { } rd ? Double(rd, "relative-delta-threshold") : null,
-            TextsPerBatch = cl.Value("texts-per-batch") is null ? null : cl.Int("texts-per-batch", 0),
+            Options = o.Flags.ToMessage(),
+            DeltaThreshold = o.DeltaThreshold,
+            RelativeDeltaThreshold = o.RelativeDeltaThreshold,
+            TextsPerBatch = o.TextsPerBatch,
             SubmittedAt = DateTimeOffset.UtcNow,
         };
+        using var output = o.Out is null ? null : AtomicFile.Create(o.Out, "--out");
+        using var host = FleetHost.Build(o.Fleet, consumeJobs: null, o.Verbose ? LogLevel.Information : LogLevel.Warning);
+        if (o.NoWait && !FleetHost.UsesRabbitMq(host))
+            throw new UsageException("--no-wait needs a broker (--transport rabbitmq): an in-memory job lives only as long as this process");
         try
         {
-            using var host = FleetHost.Build(cl, consumeJobs: null, cl.Flag("verbose") ? LogLevel.Information : LogLevel.Warning);
-            if (cl.Flag("no-wait") && !FleetHost.UsesRabbitMq(host))
-                throw new UsageException("--no-wait needs a broker (--transport rabbitmq): an in-memory job lives only as long as this process");
-            return Run(host, job, cl, stdout).GetAwaiter().GetResult();
+            return Run(host, job, o, output, stdout, run).GetAwaiter().GetResult();
         }
-        catch (AttributionFleet.Worker.Hosting.FleetConfigurationException e)
+        catch (OperationCanceledException) when (run.Token.IsCancellationRequested)
         {
-            Console.Error.WriteLine($"fleet submit: {e.Message}");
-            return 2;
-        }
-        catch (JobTooLargeException e)
-        {
-            Console.Error.WriteLine($"fleet submit: {e.Message}");
-            return 1;
-        }
-        catch (FleetUnavailableException e)
-        {
-            // One line naming the host and the cause (#15's top-level handler maps this the same way).
-            Console.Error.WriteLine($"fleet submit: {e.Message}");
-            return 3;
+            throw new FleetStoppedException($"stopped ({run.Reason}) before job {job.JobId} was collected" +
+                (o.NoWait ? "" : $"; if it was submitted, its results go to the job store: fleet results {job.JobId} --out FILE"));
         }
     }
 
-    private static async Task<int> Run(IHost host, SubmitAttributionJob job, CommandLine cl, TextWriter stdout)
+    private static async Task<int> Run(IHost host, SubmitAttributionJob job, SubmitOptions o, AtomicFile? output, TextWriter stdout, RunScope run)
     {
-        await host.StartAsync();
+        // A job over Limits:MaxMessageBytes is refused before anything connects, starts or is sent (JobTooLargeException: exit 1).
+        host.Services.GetRequiredService<FleetClient>().CheckSize(job);
+        await FleetHost.EnsureBrokerReachable(host, o.Fleet.ConnectTimeout, run.Token).ConfigureAwait(false);
+        await host.StartAsync(run.Token);
         try
         {
             var client = host.Services.GetRequiredService<FleetClient>();
-            client.CheckSize(job); // before anything is sent or started
-            if (cl.Flag("no-wait"))
+            if (o.NoWait)
             {
-                await client.Submit(job);
+                await client.Submit(job, run.Token);
                 stdout.WriteLine(job.JobId);
-                Console.Error.WriteLine($"submitted job {job.JobId} ({job.Texts.Count} texts); collect it with: fleet results {job.JobId} --out results.jsonl");
+                Parsing.FleetCli.Error.WriteLine($"submitted job {job.JobId} ({job.Texts.Count} texts); collect it with: fleet results {job.JobId} --out results.jsonl");
                 return 0;
             }
-            return await ResultsCommand.Collect(client, job.JobId, cl, stdout, () => client.Submit(job));
+            return await ResultsCommand.Collect(client, job.JobId, output, stdout, () => client.Submit(job, run.Token), job.Texts, run);
         }
         finally
         {
-            await host.StopAsync();
+            using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            await host.StopAsync(stop.Token);
         }
     }
+}
 
-    /// <summary>The explain flags as message options; unset flags stay null (the worker's and model's defaults).</summary>
-    public static AttributionOptions Options(CommandLine cl) => new()
+/// <summary>
+/// The cancellation of one run: SIGINT/SIGTERM (the token the CLI passes in) or --timeout, whichever comes first, and
+/// which of the two it was (for the message).
+/// </summary>
+public sealed class RunScope : IDisposable
+{
+    private readonly CancellationTokenSource _cts;
+
+    public TimeSpan? Timeout { get; }
+    public CancellationToken Token => _cts.Token;
+    public CancellationToken Signal { get; }
+
+    private RunScope(TimeSpan? timeout, CancellationToken signal)
     {
-        Method = cl.Value("method"),
-        Target = cl.Value("target"),
-        Output = cl.Value("output"),
-        SoftmaxRule = cl.Value("softmax-rule"),
-        Precision = cl.Value("precision"),
-        Steps = cl.Value("steps") is null ? null : cl.Int("steps", 0),
-        Integration = cl.Value("integration"),
-        Samples = cl.Value("samples") is null ? null : cl.Int("samples", 0),
-        References = cl.Values("reference") is { Count: > 0 } r ? r.ToList() : null,
-        BatchSize = cl.Value("batch-size") is null ? null : cl.Int("batch-size", 0),
-        MaxLength = cl.Value("max-length") is null ? null : cl.Int("max-length", 0),
-    };
+        Timeout = timeout;
+        Signal = signal;
+        _cts = CancellationTokenSource.CreateLinkedTokenSource(signal);
+        if (timeout is { } t) _cts.CancelAfter(t);
+    }
 
-    private static double Double(string value, string name) =>
-        double.TryParse(value, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var d)
-            ? d : throw new UsageException($"--{name} must be a number, got '{value}'");
+    public static RunScope Start(TimeSpan? timeout, CancellationToken signal) => new(timeout, signal);
+
+    public string Reason => Signal.IsCancellationRequested ? "stopped by a signal" : $"--timeout {Timeout?.TotalSeconds:0.#} s reached";
+
+    public void Dispose() => _cts.Dispose();
 }

@@ -8,14 +8,16 @@ using AttributionFleet.Worker.Models;
 namespace AttributionFleet.Cli.Commands;
 
 /// <summary>
-/// <c>fleet train-head [--data DIR] [--out DIR] [--evaluate]</c>: fits the default model's linear head on the frozen
-/// MiniLM encoder from DIR/train.jsonl (deterministic), or with --evaluate scores the head in --out on DIR/test.jsonl.
+/// <c>fleet train-head [--data DIR] [--out DIR] [--evaluate]</c>: fits a linear head on the frozen MiniLM encoder from
+/// DIR/train.jsonl (deterministic) into --out (default models/sentiment-minilm-head), or with --evaluate scores the head
+/// in --out on DIR/test.jsonl. The default model itself is the fine-tuned delta of <c>fleet train-default</c>.
 /// </summary>
 public static class TrainHeadCommand
 {
     public const string Usage =
-        "fleet train-head [--data data/sentiment] [--out models/sentiment-minilm] [--epochs N] [--l2 X] [--evaluate]\n" +
-        "              trains the default model's head on train.jsonl (frozen MiniLM encoder, deterministic);\n" +
+        "fleet train-head [--data data/sentiment] [--out models/sentiment-minilm-head] [--epochs N] [--l2 X] [--evaluate]\n" +
+        "              trains a linear head on train.jsonl (frozen MiniLM encoder, deterministic); writes head.safetensors\n" +
+        "              and head.json to --out (not the default model's folder, which holds the fine-tuned delta);\n" +
         "              --evaluate prints the held-out accuracy of the head in --out on test.jsonl";
 
     public static readonly string[] Labels = { "negative", "positive" };
@@ -26,7 +28,10 @@ public static class TrainHeadCommand
         if (cl.Positionals.Count > 0) throw new UsageException($"unexpected argument '{cl.Positionals[0]}'");
         var data = cl.Value("data") ?? DefaultModel.FindInRepo(Path.Combine("data", "sentiment"))
             ?? throw new UsageException("data/sentiment not found here or above; give --data DIR");
-        var outDir = cl.Value("out") ?? DefaultModel.FindInRepo(Path.Combine("models", DefaultModel.Id)) ?? Path.Combine("models", DefaultModel.Id);
+        // Not models/sentiment-minilm: that folder holds the default model's delta (fleet train-default), and a folder
+        // with both a delta and a head is refused (DefaultModel), so a head written there would break the default
+        // model. A head beside it is kept apart; to make it the default, replace that folder's delta with it.
+        var outDir = cl.Value("out") ?? Path.Combine(DefaultModel.FindInRepo("models") ?? "models", DefaultModel.Id + "-head");
         var defaults = new HeadTrainingOptions();
         var options = defaults with
         {

@@ -1,22 +1,26 @@
+using AttributionFleet.Cli.Parsing;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
 namespace AttributionFleet.Cli.Commands;
 
+/// <summary>The typed values of <c>fleet worker</c>.</summary>
+public sealed record WorkerRunOptions(int? HealthPort, int? Concurrency, string? Device, FleetConnection Fleet);
+
 /// <summary><c>fleet worker</c>: runs an attribution worker until Ctrl+C / SIGTERM (same as <c>dotnet run --project src/Worker</c>).</summary>
 public static class WorkerCommand
 {
-    public const string Usage = "fleet worker " + FleetHost.OptionsUsage + " [--model ID] [--health-port N] [--concurrency N] [--device cpu|cuda]";
+    public const string Description = "Run an attribution worker until SIGINT/SIGTERM (same as dotnet run --project src/Worker).";
 
-    public static int Run(string[] args, TextWriter stdout)
+    public static int Run(WorkerRunOptions o, TextWriter stdout, CancellationToken cancel = default)
     {
-        var cl = new CommandLine(args, FleetHost.ValueOptions.Concat(new[] { "model", "health-port", "concurrency", "device" }).ToArray(), Array.Empty<string>());
         var extra = new Dictionary<string, string?>();
-        if (cl.Value("health-port") is not null) extra["Worker:HealthPort"] = cl.Int("health-port", 0).ToString();
-        if (cl.Value("concurrency") is not null) extra["Worker:ConcurrentBatches"] = cl.Int("concurrency", 1).ToString();
-        if (cl.Value("device") is { } device) extra["Worker:Device"] = device;
-        using var host = FleetHost.Build(cl, consumeJobs: true, LogLevel.Information, extra);
-        host.Run();
+        if (o.HealthPort is { } port) extra["Worker:HealthPort"] = port.ToString();
+        if (o.Concurrency is { } n) extra["Worker:ConcurrentBatches"] = n.ToString();
+        if (o.Device is { } device) extra["Worker:Device"] = device;
+        using var host = FleetHost.Build(o.Fleet, consumeJobs: true, LogLevel.Information, extra);
+        FleetHost.EnsureBrokerReachable(host, o.Fleet.ConnectTimeout, cancel).GetAwaiter().GetResult();
+        host.RunAsync(cancel).GetAwaiter().GetResult();
         return 0;
     }
 }

@@ -12,6 +12,8 @@ public enum OutputKind
     CenteredLogit,
     /// <summary><c>softmax(z)_c</c>, with the final softmax under the softmax rule.</summary>
     Probability,
+    /// <summary><c>sigmoid(z_c)</c>: a multi-label head's probability of label c (one logit under the rescale rule).</summary>
+    SigmoidProbability,
 }
 
 /// <summary>
@@ -83,5 +85,5 @@ public sealed record AttributionOutput(Tensor Attributions, Tensor Scores, Tenso
 public interface IAttributionMethod
 {
     string Name { get; }
-    AttributionOutput Attribute(Models.TransformerClassifier model, AttributionBatch batch, MethodOptions options);
+    AttributionOutput Attribute(Models.ITextModel model, AttributionBatch batch, MethodOptions options);
 }

@@ -13,7 +13,7 @@ public sealed class DeepLift : IAttributionMethod
 {
     public string Name => "deeplift";
 
-    public AttributionOutput Attribute(TransformerClassifier model, AttributionBatch batch, MethodOptions options)
+    public AttributionOutput Attribute(ITextModel model, AttributionBatch batch, MethodOptions options)
     {
         if (batch.ReferenceEmbeddings.Count != 1)
             throw new AttributionRequestException("reference", "DeepLift takes exactly one reference (use deeplift-shap for several)");
@@ -26,7 +26,7 @@ public sealed class DeepLift : IAttributionMethod
     /// for the backward grow with the batch (~100 MB a layer for 16 × 128 on bert-base), so a smaller pass bounds
     /// peak memory. Texts are independent, so the result is the same.
     /// </summary>
-    internal static AttributionOutput AttributeOne(TransformerClassifier model, AttributionBatch batch, Tensor reference, MethodOptions options)
+    internal static AttributionOutput AttributeOne(ITextModel model, AttributionBatch batch, Tensor reference, MethodOptions options)
     {
         long n = batch.Size, per = TextsPerPass(model.Config, batch.Ids.shape[1], model.DType, options, n, batch.Ids.device.type);
         if (n <= per) return AttributeChunk(model, batch, reference, options);
@@ -79,7 +79,7 @@ public sealed class DeepLift : IAttributionMethod
         return perLayer * config.Layers * elementBytes * 14 / 10;
     }
 
-    private static AttributionOutput AttributeChunk(TransformerClassifier model, AttributionBatch batch, Tensor reference, MethodOptions options)
+    private static AttributionOutput AttributeChunk(ITextModel model, AttributionBatch batch, Tensor reference, MethodOptions options)
     {
         using var scope = NewDisposeScope();
         using var grad = enable_grad();
@@ -119,7 +119,7 @@ public sealed class DeepLiftShap : IAttributionMethod
 {
     public string Name => "deeplift-shap";
 
-    public AttributionOutput Attribute(TransformerClassifier model, AttributionBatch batch, MethodOptions options)
+    public AttributionOutput Attribute(ITextModel model, AttributionBatch batch, MethodOptions options)
     {
         if (batch.ReferenceEmbeddings.Count == 0) throw new AttributionRequestException("reference", "deeplift-shap needs at least one reference");
         AttributionMath.CheckTargets(batch.Targets, model.OutputSize);

@@ -11,7 +11,7 @@ internal static class Gradients
     /// ∇f at word embeddings <paramref name="embeddings"/> [N, L, H] (N rows, each with its mask/target row; null
     /// targets: each row's predicted class), with the output, the logits and the targets used.
     /// </summary>
-    public static (Tensor Grad, Tensor F, Tensor Logits, long[] Targets) At(TransformerClassifier model, Tensor embeddings, Tensor mask, long[]? targets, OutputKind output)
+    public static (Tensor Grad, Tensor F, Tensor Logits, long[] Targets) At(ITextModel model, Tensor embeddings, Tensor mask, long[]? targets, OutputKind output)
     {
         using var grad = enable_grad();
         var e = embeddings.detach().requires_grad_(true);
@@ -23,7 +23,7 @@ internal static class Gradients
     }
 
     /// <summary>Plain output for word embeddings, no autograd: the explained output, the logits and the targets used.</summary>
-    public static (Tensor F, Tensor Logits, long[] Targets) Output(TransformerClassifier model, Tensor embeddings, Tensor mask, long[]? targets, OutputKind output)
+    public static (Tensor F, Tensor Logits, long[] Targets) Output(ITextModel model, Tensor embeddings, Tensor mask, long[]? targets, OutputKind output)
     {
         using var _ = no_grad();
         var logits = model.Forward(PlainOps.Instance, new Act(embeddings), mask);
@@ -35,7 +35,7 @@ internal static class Gradients
     /// Σ_k w_k ∇f(p_k) for path points p_k = r + α_k (x − r) (plus optional noise), batched as (point × text)
     /// rows up to <paramref name="maxRows"/> per pass to bound memory.
     /// </summary>
-    public static Tensor WeightedPathGradients(TransformerClassifier model, Tensor x, Tensor r, Tensor mask, long[] targets,
+    public static Tensor WeightedPathGradients(ITextModel model, Tensor x, Tensor r, Tensor mask, long[] targets,
         OutputKind output, double[] alphas, double[] weights, int maxRows, Func<int, Tensor>? noise = null) =>
         WeightedPathGradients((points, masks, rowTargets) => At(model, points, masks, rowTargets, output).Grad,
             x, r, mask, targets, alphas, weights, maxRows, noise);
@@ -73,7 +73,7 @@ public sealed class IntegratedGradients : IAttributionMethod
 {
     public string Name => "integrated-gradients";
 
-    public AttributionOutput Attribute(TransformerClassifier model, AttributionBatch batch, MethodOptions options)
+    public AttributionOutput Attribute(ITextModel model, AttributionBatch batch, MethodOptions options)
     {
         if (batch.ReferenceEmbeddings.Count != 1) throw new AttributionRequestException("reference", "integrated-gradients takes exactly one reference");
         if (options.Steps < 1) throw new AttributionRequestException("steps", $"steps must be at least 1, got {options.Steps}");
@@ -99,7 +99,7 @@ public sealed class GradientShap : IAttributionMethod
 {
     public string Name => "gradient-shap";
 
-    public AttributionOutput Attribute(TransformerClassifier model, AttributionBatch batch, MethodOptions options)
+    public AttributionOutput Attribute(ITextModel model, AttributionBatch batch, MethodOptions options)
     {
         if (batch.ReferenceEmbeddings.Count == 0) throw new AttributionRequestException("reference", "gradient-shap needs at least one reference");
         if (options.Samples < 1) throw new AttributionRequestException("samples", $"samples must be at least 1, got {options.Samples}");
@@ -136,10 +136,10 @@ public sealed class Saliency : IAttributionMethod
 {
     public string Name => "saliency";
 
-    public AttributionOutput Attribute(TransformerClassifier model, AttributionBatch batch, MethodOptions options) =>
+    public AttributionOutput Attribute(ITextModel model, AttributionBatch batch, MethodOptions options) =>
         GradientTimes(model, batch, options, (x, g) => g.abs());
 
-    internal static AttributionOutput GradientTimes(TransformerClassifier model, AttributionBatch batch, MethodOptions options, Func<Tensor, Tensor, Tensor> combine)
+    internal static AttributionOutput GradientTimes(ITextModel model, AttributionBatch batch, MethodOptions options, Func<Tensor, Tensor, Tensor> combine)
     {
         if (batch.ReferenceEmbeddings.Count < 1) throw new AttributionRequestException("reference", "a reference is needed to report delta");
         AttributionMath.CheckTargets(batch.Targets, model.OutputSize);
@@ -157,7 +157,7 @@ public sealed class InputXGradient : IAttributionMethod
 {
     public string Name => "input-x-gradient";
 
-    public AttributionOutput Attribute(TransformerClassifier model, AttributionBatch batch, MethodOptions options) =>
+    public AttributionOutput Attribute(ITextModel model, AttributionBatch batch, MethodOptions options) =>
         Saliency.GradientTimes(model, batch, options, (x, g) => x * g);
 }
 

@@ -17,6 +17,8 @@ public static class TargetOutput
             // z_c − mean_k z_k is linear in z: one backward pass, summation-to-delta holds for it.
             OutputKind.CenteredLogit => ops.Map(logits, t => Pick(t) - t.mean(new long[] { 1 })),
             OutputKind.Probability => ops.Map(ops.Softmax(logits, 1), Pick),
+            // Independent labels: the label's own sigmoid, an elementwise nonlinearity of one logit (rescale rule).
+            OutputKind.SigmoidProbability => ops.Apply(ops.Map(logits, Pick), Activation.Sigmoid),
             _ => throw new ArgumentOutOfRangeException(nameof(output)),
         };
     }

@@ -1,9 +1,22 @@
 using System.Text.Json;
+using AttributionFleet.Engine.Architectures;
 
 namespace AttributionFleet.Engine.Checkpoints;
 
-/// <summary>Which classifier family a checkpoint belongs to; decides key names, positions and head.</summary>
-public enum ModelFamily { Bert, DistilBert, Roberta }
+/// <summary>
+/// Which family a checkpoint belongs to (its model_type). A name, not a closed list: a new family defines its own value
+/// in its folder (<c>new ModelFamily("deberta-v2")</c>); the ones here are those of src/Engine/Architectures.
+/// </summary>
+public readonly record struct ModelFamily(string Name)
+{
+    public static readonly ModelFamily Bert = new("bert");
+    public static readonly ModelFamily DistilBert = new("distilbert");
+    public static readonly ModelFamily Roberta = new("roberta");
+    public static readonly ModelFamily XlmRoberta = new("xlm-roberta");
+    public static readonly ModelFamily Electra = new("electra");
+
+    public override string ToString() => Name;
+}
 
 /// <summary>What sits on top of the encoder.</summary>
 public enum HeadKind
@@ -12,15 +25,45 @@ public enum HeadKind
     BertPooler,
     /// <summary>DistilBERT: token 0 → pre_classifier → ReLU → classifier.</summary>
     DistilBertPreClassifier,
-    /// <summary>RoBERTa: token 0 → dense → tanh → out_proj.</summary>
+    /// <summary>RoBERTa / XLM-R: token 0 → dense → tanh → out_proj.</summary>
     RobertaClassificationHead,
+    /// <summary>ELECTRA: token 0 → dense → GELU (exact erf, whatever hidden_act says) → out_proj.</summary>
+    ElectraClassificationHead,
     /// <summary>Bare encoder (BertModel): masked mean pooling; with a `classifier.*` head, a linear classifier on it.</summary>
     MeanPooling,
+    /// <summary>DeBERTa-v2/v3 ContextPooler: token 0 → pooler.dense → pooler_hidden_act → classifier.</summary>
+    ContextPooler,
+}
+
+/// <summary>
+/// What the head's outputs mean (config.json's <c>problem_type</c>, or <c>num_labels</c> 1 for regression, as
+/// Hugging Face decides it): it decides the probabilities predict reports and which targets an explanation may take.
+/// </summary>
+public enum ProblemType
+{
+    /// <summary>One label per text: probabilities are the softmax of the logits.</summary>
+    SingleLabel,
+    /// <summary>Independent labels: each probability is the sigmoid of its own logit.</summary>
+    MultiLabel,
+    /// <summary>One output that is the value itself (rerankers, STS and quality scorers).</summary>
+    Regression,
+    /// <summary>A bare encoder: the outputs are the pooled embedding, not scores of labels.</summary>
+    Embedding,
+}
+
+/// <summary>How a body numbers its positions.</summary>
+public enum PositionScheme
+{
+    /// <summary>0..L−1 (BERT, DistilBERT, ELECTRA).</summary>
+    Absolute,
+    /// <summary>RoBERTa / XLM-R: real tokens pad+1, pad+2, …; padded positions pad.</summary>
+    AfterPadding,
 }
 
 /// <summary>
 /// The parts of a Hugging Face <c>config.json</c> the engine uses, with each family's own field names
-/// (DistilBERT says dim/n_layers/n_heads/hidden_dim/activation) mapped onto one set.
+/// (DistilBERT says dim/n_layers/n_heads/hidden_dim/activation) mapped onto one set by the family's
+/// <see cref="IArchitecture"/>.
 /// </summary>
 public sealed record ModelConfig
 {
@@ -40,109 +83,46 @@ public sealed record ModelConfig
     public required int PadTokenId { get; init; }
     public required IReadOnlyList<string> Labels { get; init; }
 
-    /// <summary>Longest input the position table allows (RoBERTa reserves pad+1 rows).</summary>
-    public int MaxSequenceLength => Family == ModelFamily.Roberta ? MaxPositions - PadTokenId - 1 : MaxPositions;
+    /// <summary>Width of the word embeddings (ELECTRA's embedding_size; the hidden size elsewhere).</summary>
+    public int EmbeddingSize { get => _embeddingSize ?? HiddenSize; init => _embeddingSize = value; }
+    private readonly int? _embeddingSize;
 
-    public static readonly string[] SupportedArchitectures =
-    {
-        "BertForSequenceClassification", "DistilBertForSequenceClassification", "RobertaForSequenceClassification",
-        "BertModel", "MeanPoolingClassifier",
-    };
+    /// <summary>What the outputs mean; <see cref="ProblemType.Embedding"/> for a bare encoder without a classifier.</summary>
+    public ProblemType Problem { get; init; } = ProblemType.SingleLabel;
+
+    /// <summary>
+    /// Settings only one family has (a record defined in that family's folder, e.g. DeBERTa-v2's relative-position
+    /// fields), read by its own model; null for the families whose fields are all above.
+    /// </summary>
+    public object? FamilySettings { get; init; }
+
+    /// <summary>How positions are numbered (set by the family's architecture).</summary>
+    public PositionScheme Positions { get; init; } = PositionScheme.Absolute;
+
+    /// <summary>Longest input the position table allows (RoBERTa reserves pad+1 rows).</summary>
+    public int MaxSequenceLength => Positions == PositionScheme.AfterPadding ? MaxPositions - PadTokenId - 1 : MaxPositions;
+
+    public static IReadOnlyList<string> SupportedArchitectures => ArchitectureRegistry.SupportedNames;
 
     public static readonly string[] SupportedActivations = { "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "tanh" };
 
-    public static ModelConfig Load(string path)
+    /// <summary>Reads config.json; a config without "architectures" that needs the weights to decide is refused (use <see cref="Load(string, IReadOnlyCollection{string})"/>).</summary>
+    public static ModelConfig Load(string path) => Load(path, null);
+
+    /// <summary>Reads config.json; <paramref name="weightKeys"/> (the checkpoint's tensor names) resolve a config without "architectures".</summary>
+    public static ModelConfig Load(string path, IReadOnlyCollection<string>? weightKeys)
     {
         if (!File.Exists(path)) throw new ModelLoadException($"Model config not found: {path}", path);
         JsonDocument doc;
         try { doc = JsonDocument.Parse(File.ReadAllText(path)); }
         catch (JsonException e) { throw new ModelLoadException($"Invalid JSON in {path}: {e.Message}", path, inner: e); }
-        using (doc) return Parse(doc.RootElement, path);
+        using (doc) return Parse(doc.RootElement, path, weightKeys);
     }
 
-    public static ModelConfig Parse(JsonElement root, string path)
+    public static ModelConfig Parse(JsonElement root, string path, IReadOnlyCollection<string>? weightKeys = null)
     {
-        string modelType = Str(root, "model_type", path) ?? throw Missing(path, "model_type");
-        string architecture = root.TryGetProperty("architectures", out var archs) && archs.ValueKind == JsonValueKind.Array && archs.GetArrayLength() > 0
-            ? archs[0].GetString() ?? ""
-            : modelType switch { "bert" => "BertModel", _ => "" };
-        if (!SupportedArchitectures.Contains(architecture))
-            throw new ModelLoadException(
-                $"Unknown architecture '{architecture}' in {path} (field 'architectures'); supported: {string.Join(", ", SupportedArchitectures)}",
-                path, "architectures");
-
-        var family = architecture switch
-        {
-            "DistilBertForSequenceClassification" => ModelFamily.DistilBert,
-            "RobertaForSequenceClassification" => ModelFamily.Roberta,
-            _ => ModelFamily.Bert,
-        };
-        var head = architecture switch
-        {
-            "BertForSequenceClassification" => HeadKind.BertPooler,
-            "DistilBertForSequenceClassification" => HeadKind.DistilBertPreClassifier,
-            "RobertaForSequenceClassification" => HeadKind.RobertaClassificationHead,
-            _ => HeadKind.MeanPooling,
-        };
-        bool distil = family == ModelFamily.DistilBert;
-        int hidden = Int(root, distil ? "dim" : "hidden_size", path);
-        int numLabels = 0;
-        var labels = new List<string>();
-        if (root.TryGetProperty("id2label", out var id2label) && id2label.ValueKind == JsonValueKind.Object)
-        {
-            var pairs = new SortedDictionary<int, string>();
-            foreach (var p in id2label.EnumerateObject())
-            {
-                if (!int.TryParse(p.Name, out var idx) || idx < 0)
-                    throw new ModelLoadException($"Field 'id2label' in {path} has a non-integer key '{p.Name}'", path, "id2label");
-                pairs[idx] = p.Value.GetString() ?? $"LABEL_{idx}";
-            }
-            numLabels = pairs.Count;
-            for (int i = 0; i < numLabels; i++)
-                labels.Add(pairs.TryGetValue(i, out var l) ? l : throw new ModelLoadException($"Field 'id2label' in {path} skips index {i}", path, "id2label"));
-        }
-        else if (root.TryGetProperty("num_labels", out var nl) && nl.TryGetInt32(out numLabels))
-        {
-            for (int i = 0; i < numLabels; i++) labels.Add($"LABEL_{i}");
-        }
-
-        var hiddenAct = Str(root, distil ? "activation" : "hidden_act", path) ?? "gelu";
-        if (!SupportedActivations.Contains(hiddenAct))
-            throw new ModelLoadException($"Unsupported {(distil ? "activation" : "hidden_act")} '{hiddenAct}' in {path}; supported: {string.Join(", ", SupportedActivations)}",
-                path, distil ? "activation" : "hidden_act");
-
-        return new ModelConfig
-        {
-            Family = family,
-            ModelType = modelType,
-            Architecture = architecture,
-            Head = head,
-            VocabSize = Int(root, "vocab_size", path),
-            HiddenSize = hidden,
-            Layers = Int(root, distil ? "n_layers" : "num_hidden_layers", path),
-            Heads = Int(root, distil ? "n_heads" : "num_attention_heads", path),
-            IntermediateSize = Int(root, distil ? "hidden_dim" : "intermediate_size", path),
-            HiddenAct = hiddenAct,
-            // DistilBERT hard-codes 1e-12 in HF's code; it is not in its config.
-            LayerNormEps = root.TryGetProperty("layer_norm_eps", out var eps) ? eps.GetDouble() : 1e-12,
-            MaxPositions = Int(root, "max_position_embeddings", path),
-            TypeVocabSize = distil ? 0 : (root.TryGetProperty("type_vocab_size", out var tv) ? tv.GetInt32() : 2),
-            PadTokenId = root.TryGetProperty("pad_token_id", out var pad) && pad.ValueKind == JsonValueKind.Number ? pad.GetInt32() : (family == ModelFamily.Roberta ? 1 : 0),
-            Labels = labels,
-        };
-    }
-
-    private static ModelLoadException Missing(string path, string field) =>
-        new($"Missing field '{field}' in {path}", path, field);
-
-    private static string? Str(JsonElement root, string field, string path) =>
-        root.TryGetProperty(field, out var v) ? (v.ValueKind == JsonValueKind.String ? v.GetString() : throw new ModelLoadException($"Field '{field}' in {path} must be a string", path, field)) : null;
-
-    private static int Int(JsonElement root, string field, string path)
-    {
-        if (!root.TryGetProperty(field, out var v)) throw Missing(path, field);
-        if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out var i) || i <= 0)
-            throw new ModelLoadException($"Field '{field}' in {path} must be a positive integer, got {v}", path, field);
-        return i;
+        if (root.ValueKind != JsonValueKind.Object) throw new ModelLoadException($"{path} must hold a JSON object", path);
+        var (architecture, name) = ArchitectureRegistry.Resolve(root, path, weightKeys);
+        return architecture.ParseConfig(root, name, path);
     }
 }

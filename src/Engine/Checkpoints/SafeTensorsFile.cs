@@ -35,7 +35,7 @@ public sealed class SafeTensorsFile : ITensorSource
     public static SafeTensorsFile Open(string path)
     {
         if (!File.Exists(path)) throw new ModelLoadException($"Checkpoint file not found: {path}", path);
-        long length = new FileInfo(path).Length;
+        long length = CheckpointFolder.RealLength(path); // a hub-cache link's own length is that of its target's name
         if (length < 8) throw new ModelLoadException($"Corrupted safetensors file {path}: {length} bytes, too short for the 8-byte header length", path);
         byte[] headerBytes;
         using (var fs = File.OpenRead(path))

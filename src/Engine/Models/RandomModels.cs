@@ -28,32 +28,42 @@ public static class RandomModels
         TypeVocabSize = 2,
         PadTokenId = 0,
         Labels = Enumerable.Range(0, labels).Select(i => $"LABEL_{i}").ToList(),
+        Problem = architecture == "BertModel" ? ProblemType.Embedding : labels == 1 ? ProblemType.Regression : ProblemType.SingleLabel,
     };
 
     /// <summary>The bert-base-uncased shape: 12 layers, hidden 768, 12 heads, 3072, vocab 30522.</summary>
     public static ModelConfig BertBase(int labels = 2) => BertConfig(12, 768, 12, 3072, 30522, labels);
 
-    public static TransformerClassifier Create(ModelConfig c, long seed = 0, double std = 0.02, bool stress = false)
+    public static ITextModel Create(ModelConfig c, long seed = 0, double std = 0.02, bool stress = false)
     {
         var gen = new Generator((ulong)seed);
-        Tensor W(params long[] shape) => (randn(shape, generator: gen) * std);
-        Tensor Bias(long n) => (stress ? randn(new[] { n }, generator: gen) * std : zeros(n));
-        Tensor Gamma(long n) => (stress ? 1 + randn(new[] { n }, generator: gen) * 0.2 : ones(n));
-        Tensor Beta(long n) => (stress ? randn(new[] { n }, generator: gen) * 0.1 : zeros(n));
-        long h = c.HiddenSize, inter = c.IntermediateSize, n = c.Labels.Count;
-        var layers = Enumerable.Range(0, c.Layers).Select(_ => new EncoderLayerWeights(
-            W(h, h), Bias(h), W(h, h), Bias(h), W(h, h), Bias(h), W(h, h), Bias(h), Gamma(h), Beta(h),
-            W(inter, h), Bias(inter), W(h, inter), Bias(h), Gamma(h), Beta(h))).ToList();
-        bool classifier = c.Architecture != "BertModel" && n > 0;
-        bool dense = c.Head != HeadKind.MeanPooling;
-        return new TransformerClassifier(c, W(c.VocabSize, h), W(c.MaxPositions, h),
-            c.Family == ModelFamily.DistilBert ? null : W(c.TypeVocabSize, h), Gamma(h), Beta(h), layers,
-            dense ? W(h, h) : null, dense ? Bias(h) : null, classifier ? W(n, h) : null, classifier ? Bias(n) : null);
+        Tensor W(long[] shape) => randn(shape, generator: gen) * std;
+        Tensor Bias(long[] shape) => stress ? randn(shape, generator: gen) * std : zeros(shape);
+        Tensor Gamma(long[] shape) => stress ? 1 + randn(shape, generator: gen) * 0.2 : ones(shape);
+        Tensor Beta(long[] shape) => stress ? randn(shape, generator: gen) * 0.1 : zeros(shape);
+        bool classifier = c.Architecture != "BertModel" && c.Labels.Count > 0;
+        var architecture = Architectures.ArchitectureRegistry.Of(c);
+        var table = architecture.Weights(c, classifier);
+        // Layers first, then embeddings and head, each in table order: the draws (and so the weights for a seed) are
+        // the ones this generator always made.
+        var order = table.Roles.Where(r => r.Role.StartsWith('L')).Concat(table.Roles.Where(r => !r.Role.StartsWith('L')));
+        var weights = new Dictionary<string, Tensor>();
+        foreach (var r in order)
+            weights[r.Role] = r.Kind switch
+            {
+                Architectures.WeightKind.Bias => Bias(r.Shape),
+                Architectures.WeightKind.NormWeight => Gamma(r.Shape),
+                Architectures.WeightKind.NormBias => Beta(r.Shape),
+                _ => W(r.Shape),
+            };
+        return architecture.Build(c, weights);
     }
 
     /// <summary>Writes a model folder (config.json, model.safetensors, a vocab.txt naming the specials) that <see cref="ModelLoader"/> reads back.</summary>
-    public static void Save(TransformerClassifier model, string dir)
+    public static void Save(ITextModel model, string dir)
     {
+        if (model.Config.Family == ModelFamily.DistilBert)
+            throw new NotSupportedException("RandomModels.Save writes BERT-style config fields; DistilBERT's differ (dim, n_layers, …)");
         Directory.CreateDirectory(dir);
         var c = model.Config;
         var config = new Dictionary<string, object>
@@ -62,6 +72,7 @@ public static class RandomModels
             ["model_type"] = c.ModelType,
             ["vocab_size"] = c.VocabSize,
             ["hidden_size"] = c.HiddenSize,
+            ["embedding_size"] = c.EmbeddingSize,
             ["num_hidden_layers"] = c.Layers,
             ["num_attention_heads"] = c.Heads,
             ["intermediate_size"] = c.IntermediateSize,
@@ -70,6 +81,12 @@ public static class RandomModels
             ["max_position_embeddings"] = c.MaxPositions,
             ["type_vocab_size"] = c.TypeVocabSize,
             ["pad_token_id"] = c.PadTokenId,
+            ["problem_type"] = c.Problem switch
+            {
+                ProblemType.MultiLabel => "multi_label_classification",
+                ProblemType.Regression => "regression",
+                _ => "single_label_classification",
+            },
             ["id2label"] = c.Labels.Select((l, i) => (l, i)).ToDictionary(p => p.i.ToString(), p => p.l),
             ["label2id"] = c.Labels.Select((l, i) => (l, i)).ToDictionary(p => p.l, p => p.i),
         };

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using AttributionFleet.Engine.Architectures;
 using AttributionFleet.Engine.Checkpoints;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -8,26 +9,46 @@ using static TorchSharp.torch;
 namespace AttributionFleet.Engine.Onnx;
 
 /// <summary>What <see cref="OnnxBertImporter.Import"/> found and wrote.</summary>
-public sealed record ImportReport(int Layers, int Hidden, int Heads, int Intermediate, double LayerNormEps, int TensorCount);
+public sealed record ImportReport(int Layers, int Hidden, int Heads, int Intermediate, double LayerNormEps, int TensorCount)
+{
+    /// <summary>The Hugging Face architecture written to config.json (the head the export kept).</summary>
+    public string Architecture { get; init; } = "BertModel";
+    public int Labels { get; init; }
+    /// <summary>Whether the tokenizer lower-cases, and which file said so (or that the vocabulary's own tokens did).</summary>
+    public bool LowerCase { get; init; } = true;
+    public string CasingSource { get; init; } = "";
+}
 
 /// <summary>
-/// Converts a BERT-family encoder exported to ONNX by PyTorch (<c>torch.onnx.export</c> of a Hugging Face
-/// <c>BertModel</c>) into a Hugging Face model folder: config.json, model.safetensors (F32), vocab.txt and
-/// tokenizer_config.json.
+/// Converts a BERT-family model exported to ONNX by PyTorch (<c>torch.onnx.export</c> of a Hugging Face
+/// <c>BertModel</c>, <c>BertForSequenceClassification</c>, <c>DistilBertForSequenceClassification</c>,
+/// <c>RobertaForSequenceClassification</c> or <c>XLMRobertaForSequenceClassification</c>) into a Hugging Face model
+/// folder: config.json (the family's own field names), model.safetensors (F32), the tokenizer files and
+/// tokenizer_config.json. A classifier export keeps its head (pooler + classifier, pre_classifier + classifier,
+/// classifier.dense + out_proj); the family's <see cref="Architectures.WeightTable"/> says which parameters it must have.
 /// <para>
 /// In such exports biases, LayerNorm parameters and embeddings keep their module names (with or without a
-/// <c>bert.</c> prefix), while each Linear weight becomes a numbered initializer stored [in, out] and fed to a
-/// MatMul. The importer names such a weight by tracing MatMul → Add(named bias) and transposes it to the
-/// Hugging Face [out, in] layout. A Gemm keeps its weight as stored when <c>transB = 1</c>. The configuration
-/// is read from the graph: layer_norm_eps from the spelled-out LayerNorm (the Add constant before Sqrt),
-/// the number of heads from the attention Reshape shapes and the 1/sqrt(head_dim) score scale, the
-/// activation from the ops after the intermediate dense layer (Erf → exact "gelu", Tanh → "gelu_new").
+/// <c>bert.</c>/<c>roberta.</c>/<c>distilbert.</c> prefix), while each Linear weight on a 3-D input becomes a numbered
+/// initializer stored [in, out] and fed to a MatMul. The importer names such a weight by tracing MatMul → Add(named
+/// bias) and transposes it to the Hugging Face [out, in] layout. A Gemm keeps its weight as stored when
+/// <c>transB = 1</c>. Parameters the exporter found equal are written once and aliased by Identity nodes; those are
+/// followed. Initializers with external data are read from their file beside the .onnx. The configuration is read from
+/// the graph: layer_norm_eps from the spelled-out LayerNorm (the Add constant before Sqrt) or LayerNormalization's
+/// epsilon, the number of heads from the attention Reshape shapes and the 1/sqrt(head_dim) score scale, the
+/// activation from the ops after the intermediate dense layer (Erf → exact "gelu", Tanh → "gelu_new"). int8-quantized
+/// exports (DynamicQuantizeLinear, MatMulInteger, …) are refused.
 /// </para>
 /// </summary>
 public static class OnnxBertImporter
 {
-    private static readonly string[] RootPrefixes = ["embeddings.", "encoder.layer.", "pooler."];
-    private static readonly Regex LayerIndex = new(@"^encoder\.layer\.(\d+)\.", RegexOptions.CultureInvariant);
+    private static readonly string[] RootPrefixes = ["embeddings.", "encoder.layer.", "transformer.layer.", "pooler."];
+    private static readonly string[] HeadPrefixes = ["classifier.", "pre_classifier."];
+    private static readonly Regex LayerIndex = new(@"^(?:encoder|transformer)\.layer\.(\d+)\.", RegexOptions.CultureInvariant);
+    private static readonly HashSet<string> QuantizedOps = new(StringComparer.Ordinal)
+    {
+        "DynamicQuantizeLinear", "MatMulInteger", "QuantizeLinear", "DequantizeLinear", "QLinearMatMul", "QLinearAdd", "ConvInteger",
+        "DynamicQuantizeMatMul", "QAttention", "QEmbedLayerNormalization",
+    };
 
     public static ImportReport Import(string onnxPath, string vocabPath, string outDir)
     {
@@ -52,51 +73,65 @@ public static class OnnxBertImporter
             throw new ModelLoadException($"cannot read ONNX model '{onnxPath}': {e.Message}", onnxPath, null, e);
         }
 
+        var vocabulary = ImportVocabulary.Read(vocabPath);
         BertGraph bert;
         try
         {
-            bert = new BertGraph(graph, onnxPath);
+            bert = new BertGraph(graph, onnxPath, vocabulary);
         }
         catch (ProtoFormatException e)
         {
             throw new ModelLoadException($"'{onnxPath}' holds a malformed tensor: {e.Message}", onnxPath, null, e);
         }
 
-        int vocabLines = File.ReadLines(vocabPath).Count();
-        if (vocabLines > bert.VocabSize)
+        if (vocabulary.Size > bert.Config.VocabSize)
             throw new ModelLoadException(
-                $"vocabulary '{vocabPath}' has {vocabLines} tokens but '{onnxPath}' embeds only {bert.VocabSize}",
+                $"vocabulary '{vocabPath}' has {vocabulary.Size} tokens but '{onnxPath}' embeds only {bert.Config.VocabSize}",
                 vocabPath, "vocab_size");
 
         Directory.CreateDirectory(outDir);
         int count = bert.WriteSafeTensors(Path.Combine(outDir, "model.safetensors"));
-        WriteJson(Path.Combine(outDir, "config.json"), new
+        WriteJson(Path.Combine(outDir, "config.json"), ConfigJson(bert.Config));
+        vocabulary.CopyTo(outDir, bert.Config.MaxSequenceLength);
+        var c = bert.Config;
+        return new ImportReport(c.Layers, c.HiddenSize, c.Heads, c.IntermediateSize, c.LayerNormEps, count)
         {
-            architectures = new[] { "BertModel" },
-            model_type = "bert",
-            vocab_size = bert.VocabSize,
-            hidden_size = bert.Hidden,
-            num_hidden_layers = bert.Layers,
-            num_attention_heads = bert.Heads,
-            intermediate_size = bert.Intermediate,
-            hidden_act = bert.HiddenAct,
-            max_position_embeddings = bert.MaxPositions,
-            type_vocab_size = bert.TypeVocabSize,
-            layer_norm_eps = bert.LayerNormEps,
-            pad_token_id = 0,
-            hidden_dropout_prob = 0.1,
-            attention_probs_dropout_prob = 0.1,
-            initializer_range = 0.02,
-            position_embedding_type = "absolute",
-            torch_dtype = "float32",
-        });
-        File.Copy(vocabPath, Path.Combine(outDir, "vocab.txt"), overwrite: true);
-        WriteJson(Path.Combine(outDir, "tokenizer_config.json"), new
+            Architecture = c.Architecture, Labels = c.Labels.Count, LowerCase = vocabulary.LowerCase, CasingSource = vocabulary.CasingSource,
+        };
+    }
+
+    /// <summary>config.json in the family's own field names (DistilBERT's dim/n_layers/…; BERT's elsewhere).</summary>
+    private static Dictionary<string, object> ConfigJson(ModelConfig c)
+    {
+        var json = new Dictionary<string, object> { ["architectures"] = new[] { c.Architecture }, ["model_type"] = c.ModelType, ["vocab_size"] = c.VocabSize };
+        if (c.Family == ModelFamily.DistilBert)
         {
-            do_lower_case = true,
-            model_max_length = bert.MaxPositions,
-        });
-        return new ImportReport(bert.Layers, bert.Hidden, bert.Heads, bert.Intermediate, bert.LayerNormEps, count);
+            json["dim"] = c.HiddenSize;
+            json["n_layers"] = c.Layers;
+            json["n_heads"] = c.Heads;
+            json["hidden_dim"] = c.IntermediateSize;
+            json["activation"] = c.HiddenAct;
+        }
+        else
+        {
+            json["hidden_size"] = c.HiddenSize;
+            json["num_hidden_layers"] = c.Layers;
+            json["num_attention_heads"] = c.Heads;
+            json["intermediate_size"] = c.IntermediateSize;
+            json["hidden_act"] = c.HiddenAct;
+            json["type_vocab_size"] = c.TypeVocabSize;
+            json["layer_norm_eps"] = c.LayerNormEps;
+            json["position_embedding_type"] = "absolute";
+        }
+        json["max_position_embeddings"] = c.MaxPositions;
+        json["pad_token_id"] = c.PadTokenId;
+        if (c.Labels.Count > 0)
+        {
+            json["id2label"] = c.Labels.Select((l, i) => (l, i)).ToDictionary(p => p.i.ToString(CultureInfo.InvariantCulture), p => p.l);
+            json["label2id"] = c.Labels.Select((l, i) => (l, i)).ToDictionary(p => p.l, p => p.i);
+        }
+        json["torch_dtype"] = "float32";
+        return json;
     }
 
     private static void WriteJson(string path, object value) =>
@@ -105,6 +140,8 @@ public static class OnnxBertImporter
     /// <summary>Strips a wrapper prefix such as <c>bert.</c>; null for names outside the encoder.</summary>
     internal static string? HfName(string onnxName)
     {
+        foreach (var head in HeadPrefixes)
+            if (onnxName.StartsWith(head, StringComparison.Ordinal)) return onnxName;
         foreach (var root in RootPrefixes)
         {
             if (onnxName.StartsWith(root, StringComparison.Ordinal)) return onnxName;
@@ -127,31 +164,47 @@ public static class OnnxBertImporter
         private readonly Dictionary<string, Parameter> _parameters = new(StringComparer.Ordinal);
         /// <summary>The value each traced Linear layer produces (its bias Add or Gemm output), by HF weight name.</summary>
         private readonly Dictionary<string, string> _linearOutputs = new(StringComparer.Ordinal);
-        private readonly List<string> _order = [];
 
-        public int VocabSize, Hidden, MaxPositions, TypeVocabSize, Layers, Intermediate, Heads;
-        public double LayerNormEps;
-        public string HiddenAct = "";
+        private readonly string _modelDir;
+        private readonly ImportVocabulary _vocabulary;
+        private ModelFamily _family;
+        private IArchitecture _architecture = null!;
+        private WeightTable _table = null!;
 
-        public BertGraph(OnnxGraph graph, string path)
+        public ModelConfig Config { get; private set; } = null!;
+
+        public BertGraph(OnnxGraph graph, string path, ImportVocabulary vocabulary)
         {
             _path = path;
+            _modelDir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+            _vocabulary = vocabulary;
+            RefuseQuantized(graph);
             Index(graph);
-            CollectNamedParameters(graph);
+            CollectNamedParameters();
             TraceLinearWeights(graph);
-            ReadDimensions();
-            CheckParameters();
-            LayerNormEps = FindLayerNormEps(graph);
-            Heads = FindHeads(graph);
-            HiddenAct = FindActivation();
+            ReadConfig(graph);
         }
 
         private ModelLoadException Fail(string what, string? field = null) =>
             new($"'{_path}': {what}", _path, field);
 
+        /// <summary>
+        /// int8 exports (onnxruntime's quantize_dynamic: DynamicQuantizeLinear + MatMulInteger) are refused: their
+        /// weights are int8 with scales and zero points, and DeepLift must explain the model that runs. Dequantizing
+        /// would explain a different (float) model than the quantized one a user deploys.
+        /// </summary>
+        private void RefuseQuantized(OnnxGraph graph)
+        {
+            var ops = graph.Nodes.Select(n => n.OpType).Where(QuantizedOps.Contains).Distinct().Order().ToList();
+            if (ops.Count > 0)
+                throw Fail($"this is an int8-quantized export ({string.Join(", ", ops)}); quantized exports are not supported: the " +
+                    "explanation must be of the model that runs, and dequantized weights are a different model. Import the float32 export " +
+                    "(torch.onnx.export before quantization) instead", "quantization");
+        }
+
         private void Index(OnnxGraph graph)
         {
-            foreach (var t in graph.Initializers) _constants[t.Name] = t;
+            foreach (var t in graph.Initializers) _constants[t.Name] = t.External ? t.WithExternalData(_modelDir) : t;
             foreach (var node in graph.Nodes)
             {
                 foreach (var output in node.Outputs)
@@ -165,7 +218,20 @@ public static class OnnxBertImporter
                 if (node.OpType == "Constant" && node.Outputs.Count == 1 && ConstantValue(node) is { } value)
                     _constants[node.Outputs[0]] = value;
             }
+            // torch.onnx.export writes parameters of equal value once and aliases the others with Identity nodes
+            // (encoder.layer.1.output.LayerNorm.bias = Identity(encoder.layer.0.output.LayerNorm.bias)): follow them,
+            // in graph order so that chains resolve.
+            foreach (var node in graph.Nodes)
+                if (node.OpType == "Identity" && node.Inputs.Count == 1 && node.Outputs.Count == 1
+                    && _constants.TryGetValue(node.Inputs[0], out var source) && !_constants.ContainsKey(node.Outputs[0]))
+                    _constants[node.Outputs[0]] = Renamed(source, node.Outputs[0]);
         }
+
+        private static OnnxTensor Renamed(OnnxTensor t, string name) => new()
+        {
+            Name = name, Dims = t.Dims, DataType = t.DataType, Raw = t.Raw, External = t.External, ExternalData = t.ExternalData,
+            FloatData = t.FloatData, IntData = t.IntData, DoubleData = t.DoubleData,
+        };
 
         /// <summary>The tensor a Constant node holds: attribute value (tensor), value_float, value_int or value_ints.</summary>
         private static OnnxTensor? ConstantValue(OnnxNode node)
@@ -192,12 +258,11 @@ public static class OnnxBertImporter
             return null;
         }
 
-        private void CollectNamedParameters(OnnxGraph graph)
+        private void CollectNamedParameters()
         {
-            foreach (var t in graph.Initializers)
+            foreach (var t in _constants.Values)
             {
-                if (HfName(t.Name) is not { } name || name.EndsWith("position_ids", StringComparison.Ordinal)) continue;
-                if (t.External) throw Fail($"initializer '{t.Name}' keeps its data in an external file, which is not supported", name);
+                if (!t.IsFloatingPoint || HfName(t.Name) is not { } name || name.EndsWith("position_ids", StringComparison.Ordinal)) continue;
                 _parameters[name] = new Parameter(t, Transpose: false);
             }
         }
@@ -239,7 +304,6 @@ public static class OnnxBertImporter
                     ? hfBias[..^".bias".Length] + ".weight"
                     : HfName(weight.Name) is { } own && own.EndsWith(".weight", StringComparison.Ordinal) ? own : null;
                 if (name is null) continue;
-                if (weight.External) throw Fail($"initializer '{weight.Name}' keeps its data in an external file, which is not supported", name);
                 if (weight.Dims.Count != 2) throw Fail($"the weight of '{name}' (initializer '{weight.Name}') has shape {weight.ShapeText}, expected a matrix", name);
                 if (_linearOutputs.ContainsKey(name) && !ReferenceEquals(_parameters[name].Tensor, weight))
                     throw Fail($"two different initializers feed the linear layer '{name}'", name);
@@ -276,60 +340,85 @@ public static class OnnxBertImporter
             return (int)shape[axis];
         }
 
-        private void ReadDimensions()
+        /// <summary>
+        /// The family from the parameter names (DistilBERT's transformer.layer.N, RoBERTa's roberta. prefix or
+        /// classifier.out_proj head; BERT otherwise), the head from the head parameters present, the dimensions from
+        /// the shapes, then every parameter of the family's weight table checked by name and shape.
+        /// </summary>
+        private void ReadConfig(OnnxGraph graph)
         {
-            VocabSize = Dim("embeddings.word_embeddings.weight", 0, 2);
-            Hidden = Dim("embeddings.word_embeddings.weight", 1, 2);
-            MaxPositions = Dim("embeddings.position_embeddings.weight", 0, 2);
-            TypeVocabSize = Dim("embeddings.token_type_embeddings.weight", 0, 2);
+            bool distil = _parameters.Keys.Any(k => k.StartsWith("transformer.layer.", StringComparison.Ordinal));
+            bool robertaNames = _constants.Keys.Any(k => k.StartsWith("roberta.", StringComparison.Ordinal));
+            bool robertaHead = _parameters.ContainsKey("classifier.out_proj.weight") || _parameters.ContainsKey("classifier.dense.weight");
+            _family = distil ? ModelFamily.DistilBert
+                : robertaNames || robertaHead ? (_vocabulary.Kind == "sentencepiece" ? ModelFamily.XlmRoberta : ModelFamily.Roberta)
+                : ModelFamily.Bert;
+            bool roberta = _family == ModelFamily.Roberta || _family == ModelFamily.XlmRoberta;
+            string architecture =
+                distil ? (_parameters.ContainsKey("pre_classifier.weight") && _parameters.ContainsKey("classifier.weight")
+                    ? "DistilBertForSequenceClassification"
+                    : throw Fail("a DistilBERT export without its classification head (pre_classifier + classifier) is not supported", "architectures"))
+                : roberta ? (_parameters.ContainsKey("classifier.dense.weight") && _parameters.ContainsKey("classifier.out_proj.weight")
+                    ? (_family == ModelFamily.XlmRoberta ? "XLMRobertaForSequenceClassification" : "RobertaForSequenceClassification")
+                    : throw Fail("a RoBERTa export without its classification head (classifier.dense + classifier.out_proj) is not supported", "architectures"))
+                : (_parameters.ContainsKey("classifier.weight")
+                    ? (_parameters.ContainsKey("pooler.dense.weight") ? "BertForSequenceClassification"
+                        : throw Fail("the export has 'classifier.weight' but no 'pooler.dense.weight': not a BertForSequenceClassification, and the head cannot be decided", "architectures"))
+                    : "BertModel");
+            _architecture = ArchitectureRegistry.ForName(architecture);
+
+            int vocab = Dim("embeddings.word_embeddings.weight", 0, 2), hidden = Dim("embeddings.word_embeddings.weight", 1, 2);
+            int positions = Dim("embeddings.position_embeddings.weight", 0, 2);
             var indices = _parameters.Keys.Select(k => LayerIndex.Match(k)).Where(m => m.Success)
                 .Select(m => int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)).ToList();
             if (indices.Count == 0) throw Fail("the graph has no encoder.layer.N parameters", "num_hidden_layers");
-            Layers = indices.Max() + 1;
-            Intermediate = Dim("encoder.layer.0.intermediate.dense.bias", 0, 1);
-        }
-
-        /// <summary>Every parameter of a Hugging Face BertModel is present with its expected shape.</summary>
-        private void CheckParameters()
-        {
-            long h = Hidden, i = Intermediate;
-            void Expect(string name, params long[] shape)
+            int labels = architecture == "BertModel" ? 0 : Dim(architecture.StartsWith("Distil") || architecture.StartsWith("Bert") ? "classifier.bias" : "classifier.out_proj.bias", 0, 1);
+            var config = new ModelConfig
             {
+                Family = _family,
+                Positions = roberta ? PositionScheme.AfterPadding : PositionScheme.Absolute,
+                ModelType = _architecture.ModelTypes[0],
+                Architecture = architecture,
+                Head = architecture switch
+                {
+                    "BertForSequenceClassification" => HeadKind.BertPooler,
+                    "DistilBertForSequenceClassification" => HeadKind.DistilBertPreClassifier,
+                    "BertModel" => HeadKind.MeanPooling,
+                    _ => HeadKind.RobertaClassificationHead,
+                },
+                VocabSize = vocab,
+                HiddenSize = hidden,
+                Layers = indices.Max() + 1,
+                Heads = 1,
+                IntermediateSize = Dim(distil ? "transformer.layer.0.ffn.lin1.bias" : "encoder.layer.0.intermediate.dense.bias", 0, 1),
+                HiddenAct = "gelu",
+                LayerNormEps = 1e-12,
+                MaxPositions = positions,
+                TypeVocabSize = distil ? 0 : Dim("embeddings.token_type_embeddings.weight", 0, 2),
+                PadTokenId = _vocabulary.PadId ?? (roberta ? 1 : 0),
+                Labels = Enumerable.Range(0, labels).Select(i => $"LABEL_{i}").ToList(),
+                Problem = architecture == "BertModel" ? ProblemType.Embedding : labels == 1 ? ProblemType.Regression : ProblemType.SingleLabel,
+            };
+            _table = _architecture.Weights(config, withClassifier: false);
+            foreach (var role in _table.Roles)
+            {
+                var name = _table.KeyOf(role, "");
                 var actual = Shape(name);
-                if (!actual.SequenceEqual(shape))
-                    throw Fail($"'{name}' has shape [{string.Join(", ", actual)}], expected [{string.Join(", ", shape)}]", name);
-                _order.Add(name);
+                if (!actual.SequenceEqual(role.Shape))
+                    throw Fail($"'{name}' has shape [{string.Join(", ", actual)}], expected [{string.Join(", ", role.Shape)}]", name);
             }
-            void Linear(string prefix, long outDim, long inDim)
+            Config = config;
+            double eps = FindLayerNormEps(graph);
+            Config = config with
             {
-                Expect(prefix + ".weight", outDim, inDim);
-                Expect(prefix + ".bias", outDim);
-            }
-            void LayerNorm(string prefix)
-            {
-                Expect(prefix + ".weight", h);
-                Expect(prefix + ".bias", h);
-            }
-
-            Expect("embeddings.word_embeddings.weight", VocabSize, h);
-            Expect("embeddings.position_embeddings.weight", MaxPositions, h);
-            Expect("embeddings.token_type_embeddings.weight", TypeVocabSize, h);
-            LayerNorm("embeddings.LayerNorm");
-            for (int layer = 0; layer < Layers; layer++)
-            {
-                string p = $"encoder.layer.{layer}.";
-                Linear(p + "attention.self.query", h, h);
-                Linear(p + "attention.self.key", h, h);
-                Linear(p + "attention.self.value", h, h);
-                Linear(p + "attention.output.dense", h, h);
-                LayerNorm(p + "attention.output.LayerNorm");
-                Linear(p + "intermediate.dense", i, h);
-                Linear(p + "output.dense", h, i);
-                LayerNorm(p + "output.LayerNorm");
-            }
-            if (_parameters.ContainsKey("pooler.dense.weight") || _parameters.ContainsKey("pooler.dense.bias"))
-                Linear("pooler.dense", h, h);
+                // DistilBERT's LayerNorm epsilon is fixed at 1e-12 in Hugging Face's code (not a config field).
+                LayerNormEps = _family == ModelFamily.DistilBert ? 1e-12 : eps,
+                Heads = FindHeads(graph),
+                HiddenAct = FindActivation(),
+            };
         }
+
+        private int Hidden => Config.HiddenSize;
 
         /// <summary>
         /// The epsilon of the spelled-out LayerNorm (ReduceMean, Sub, Pow, ReduceMean, Add(eps), Sqrt, Div), or the
@@ -423,9 +512,9 @@ public static class OnnxBertImporter
         private string FindActivation()
         {
             string? act = null;
-            for (int layer = 0; layer < Layers; layer++)
+            for (int layer = 0; layer < Config.Layers; layer++)
             {
-                string key = $"encoder.layer.{layer}.intermediate.dense.weight";
+                string key = _table.KeyOf(_table[$"L{layer}.ff1"], "");
                 if (!_linearOutputs.TryGetValue(key, out var start))
                     throw Fail($"cannot trace the output of '{key}' to find the activation", "hidden_act");
                 var ops = new HashSet<string>(StringComparer.Ordinal);
@@ -451,25 +540,32 @@ public static class OnnxBertImporter
             return act ?? throw Fail("no encoder layers", "hidden_act");
         }
 
-        /// <summary>Writes the parameters in Hugging Face order; returns the number of tensors.</summary>
+        /// <summary>
+        /// Writes the parameters in the family's order under its checkpoint names (the body prefix on classifiers; a
+        /// bare BertModel unprefixed, with its pooler when the export has one); returns the number of tensors.
+        /// </summary>
         public int WriteSafeTensors(string path)
         {
             using var scope = NewDisposeScope();
-            var tensors = new List<KeyValuePair<string, Tensor>>(_order.Count);
-            foreach (var name in _order)
+            string prefix = Config.Head == HeadKind.MeanPooling ? "" : _table.BodyPrefix;
+            var names = _table.Roles.Select(r => (Source: _table.KeyOf(r, ""), Target: _table.KeyOf(r, prefix))).ToList();
+            if (Config.Head == HeadKind.MeanPooling && _parameters.ContainsKey("pooler.dense.weight") && _parameters.ContainsKey("pooler.dense.bias"))
+                names.AddRange(new[] { ("pooler.dense.weight", "pooler.dense.weight"), ("pooler.dense.bias", "pooler.dense.bias") });
+            var tensors = new List<KeyValuePair<string, Tensor>>(names.Count);
+            foreach (var (source, target) in names)
             {
                 Tensor t;
                 try
                 {
-                    var p = _parameters[name];
+                    var p = _parameters[source];
                     t = torch.tensor(p.Tensor.ToFloats(), p.Tensor.Dims.ToArray());
                     if (p.Transpose) t = t.t().contiguous();
                 }
                 catch (ProtoFormatException e)
                 {
-                    throw new ModelLoadException($"'{_path}': cannot read '{name}': {e.Message}", _path, name, e);
+                    throw new ModelLoadException($"'{_path}': cannot read '{source}': {e.Message}", _path, source, e);
                 }
-                tensors.Add(new(name, t));
+                tensors.Add(new(target, t));
             }
             SafeTensorsWriter.Write(path, tensors, new Dictionary<string, string> { ["format"] = "pt" });
             return tensors.Count;

@@ -174,6 +174,35 @@ internal sealed class OnnxTensor
     public IReadOnlyList<double> DoubleData { get; init; } = [];
     /// <summary>TensorProto.data_location = EXTERNAL (1): the data lives in another file.</summary>
     public bool External { get; init; }
+    /// <summary>TensorProto.external_data: "location" (a path relative to the model file), "offset", "length".</summary>
+    public IReadOnlyDictionary<string, string> ExternalData { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>
+    /// This tensor with its external data read from <c>location</c> (relative to <paramref name="modelDir"/>) at
+    /// <c>offset</c> for <c>length</c> bytes (the whole rest of the file without a length), as raw_data.
+    /// </summary>
+    public OnnxTensor WithExternalData(string modelDir)
+    {
+        if (!External) return this;
+        if (!ExternalData.TryGetValue("location", out var location) || location.Length == 0)
+            throw new ProtoFormatException($"tensor '{Name}' is marked external but names no 'location'");
+        var path = System.IO.Path.GetFullPath(System.IO.Path.Combine(modelDir, location));
+        if (!File.Exists(path))
+            throw new ProtoFormatException($"tensor '{Name}' keeps its data in '{path}', which does not exist (copy the external data file beside the .onnx file)");
+        long offset = ExternalData.TryGetValue("offset", out var o) ? long.Parse(o, System.Globalization.CultureInfo.InvariantCulture) : 0;
+        using var file = File.OpenRead(path);
+        long length = ExternalData.TryGetValue("length", out var l) ? long.Parse(l, System.Globalization.CultureInfo.InvariantCulture) : file.Length - offset;
+        if (offset < 0 || length < 0 || offset + length > file.Length || length > Array.MaxLength)
+            throw new ProtoFormatException($"tensor '{Name}': offset {offset} + length {length} lies outside '{path}' ({file.Length} bytes)");
+        var bytes = new byte[length];
+        file.Position = offset;
+        file.ReadExactly(bytes);
+        return new OnnxTensor
+        {
+            Name = Name, Dims = Dims, DataType = DataType, Raw = new ProtoSlice(bytes, 0, (int)length),
+            FloatData = FloatData, IntData = IntData, DoubleData = DoubleData,
+        };
+    }
 
     public long ElementCount
     {
@@ -196,6 +225,7 @@ internal sealed class OnnxTensor
         string name = "";
         ProtoSlice? raw = null;
         bool external = false;
+        var externalData = new Dictionary<string, string>();
         var floats = new List<float>();
         var ints = new List<long>();
         var doubles = new List<double>();
@@ -212,6 +242,7 @@ internal sealed class OnnxTensor
                 case 8: ProtoReader.Expect(field, wire, WireType.LengthDelimited); name = r.ReadString(); break;
                 case 9: ProtoReader.Expect(field, wire, WireType.LengthDelimited); raw = r.ReadLengthDelimited(); break;
                 case 10: r.ReadRepeatedDouble(wire, doubles); break;
+                case 13: ProtoReader.Expect(field, wire, WireType.LengthDelimited); ReadEntry(r.ReadLengthDelimited(), externalData); break;
                 case 14: ProtoReader.Expect(field, wire, WireType.Varint); external = r.ReadVarint() == 1; break;
                 default: r.Skip(wire); break;
             }
@@ -220,9 +251,23 @@ internal sealed class OnnxTensor
             for (int k = 0; k < ints.Count; k++) ints[k] = (int)ints[k];
         return new OnnxTensor
         {
-            Name = name, Dims = dims, DataType = dataType, Raw = raw, External = external,
+            Name = name, Dims = dims, DataType = dataType, Raw = raw, External = external, ExternalData = externalData,
             FloatData = floats, IntData = ints, DoubleData = doubles,
         };
+    }
+
+    /// <summary>A StringStringEntryProto (key = 1, value = 2).</summary>
+    private static void ReadEntry(ProtoSlice slice, Dictionary<string, string> into)
+    {
+        string key = "", value = "";
+        var r = new ProtoReader(slice);
+        while (r.TryReadKey(out int field, out var wire))
+        {
+            if (field == 1) { ProtoReader.Expect(field, wire, WireType.LengthDelimited); key = r.ReadString(); }
+            else if (field == 2) { ProtoReader.Expect(field, wire, WireType.LengthDelimited); value = r.ReadString(); }
+            else r.Skip(wire);
+        }
+        into[key] = value;
     }
 
     /// <summary>The elements as float32, converting from float64/float16/int types where needed.</summary>

@@ -24,7 +24,7 @@ public sealed class TextExplainer
         var result = new TokenizedText[texts.Count];
         for (int i = 0; i < texts.Count; i++)
         {
-            if (string.IsNullOrWhiteSpace(texts[i])) throw new AttributionRequestException($"texts[{i}]", $"text {i} is empty");
+            if (TextContent.IsBlank(texts[i])) throw new AttributionRequestException($"texts[{i}]", $"text {i} is empty");
             result[i] = Model.Tokenizer.Encode(texts[i], max);
         }
         return result;
@@ -40,13 +40,13 @@ public sealed class TextExplainer
             using var scope = NewDisposeScope();
             var ids = IdsTensor(bucket.Select(i => tokenized[i]).ToList()).to(model.Device);
             var logits = model.Logits(ids, ones_like(ids)).to_type(ScalarType.Float64).cpu();
-            var probs = logits.softmax(1);
+            var probs = HeadOutputs.Probabilities(logits, model.Problem);
             for (int j = 0; j < bucket.Count; j++)
             {
                 var t = tokenized[bucket[j]];
                 var l = logits[j].data<double>().ToArray();
-                var p = probs[j].data<double>().ToArray();
-                results[bucket[j]] = new PredictionResult(t.Text, t.Tokens, MakePrediction(p), p, l, t.Truncated);
+                var p = probs?[j].data<double>().ToArray();
+                results[bucket[j]] = new PredictionResult(t.Text, t.Tokens, MakePrediction(l, p, model), p ?? Array.Empty<double>(), l, t.Truncated);
             }
         }
         return results;
@@ -57,16 +57,18 @@ public sealed class TextExplainer
         request.Validate();
         var method = AttributionMethods.Create(request.Method);
         var precision = request.ParsePrecision();
+        var model = Model.For(precision);
+        var (outputKind, outputName) = HeadOutputs.Resolve(model.Problem, request.ParseOutput(), request.Output);
         var options = new MethodOptions
         {
-            Output = request.ParseOutput(),
+            Output = outputKind,
             SoftmaxRule = request.ParseSoftmaxRule(),
             Steps = request.Steps,
             Integration = request.ParseIntegration(),
             Samples = request.Samples,
             PassMemoryBytes = request.PassMemoryMB is int mb ? (long)mb << 20 : null,
         };
-        var model = Model.For(precision);
+        PrecisionSupport.Check(precision, Model.Device.type == TorchSharp.DeviceType.CUDA);
         if (!model.HasClassifier && request.Target is null)
             throw new AttributionRequestException("target", "this model has no classifier: name an output dimension as target");
         var tokenized = Tokenize(texts, request.MaxLength);
@@ -90,7 +92,8 @@ public sealed class TextExplainer
                 span?.SetTag("engine.tokens", length);
                 output = method.Attribute(model, new AttributionBatch(ids, mask, references, targets), options);
             }
-            var probs = Rows(output.Logits.softmax(1));
+            var logitRows = Rows(output.Logits);
+            var probs = HeadOutputs.Probabilities(output.Logits, model.Problem) is { } pr ? Rows(pr) : null;
             var scores = Rows(output.Scores);
             var fx = output.Fx.data<double>().ToArray();
             var fx0 = output.Fx0.data<double>().ToArray();
@@ -101,8 +104,8 @@ public sealed class TextExplainer
                 double change = Math.Abs(fx[j] - fx0[j]);
                 double rel = delta[j] == 0 ? 0 : Math.Abs(delta[j]) / Math.Max(change, 1e-300);
                 int target = (int)output.Targets[j];
-                results[bucket[j]] = new Explanation(t.Text, t.Tokens, t.Offsets, scores[j], MakePrediction(probs[j]),
-                    target, LabelOf(target), request.Output, fx[j], fx0[j], delta[j], rel, request.Method,
+                results[bucket[j]] = new Explanation(t.Text, t.Tokens, t.Offsets, scores[j], MakePrediction(logitRows[j], probs?[j], model),
+                    target, LabelOf(target), outputName, fx[j], fx0[j], delta[j], rel, request.Method,
                     request.SoftmaxRule, request.Precision, t.Truncated);
             }
         }
@@ -134,7 +137,7 @@ public sealed class TextExplainer
     /// The reference's word embeddings [1, L, H]: every token but the start/end specials replaced by
     /// [PAD], [MASK] or [UNK], or a zero embedding; or a custom text that must tokenize to the same length.
     /// </summary>
-    public Tensor ReferenceEmbeddings(string reference, int length, Models.TransformerClassifier model)
+    public Tensor ReferenceEmbeddings(string reference, int length, Models.ITextModel model)
     {
         var tok = Model.Tokenizer;
         int? fill = reference switch { "pad" => tok.PadId, "mask" => tok.MaskId, "unk" => tok.UnkId, "zero" => tok.PadId, _ => null };
@@ -165,21 +168,11 @@ public sealed class TextExplainer
         return embeddings;
     }
 
-    private Prediction MakePrediction(double[] probs)
-    {
-        int best = ArgMax(probs);
-        return new Prediction(LabelOf(best), best, probs[best]);
-    }
+    private Prediction MakePrediction(double[] logits, double[]? probs, Models.ITextModel model) =>
+        HeadOutputs.Predict(logits, probs, model.Problem, LabelOf);
 
     private string LabelOf(int index) =>
         index < Model.Config.Labels.Count ? Model.Config.Labels[index] : index.ToString();
-
-    private static int ArgMax(double[] values)
-    {
-        int best = 0;
-        for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
-        return best;
-    }
 
     private static Tensor IdsTensor(IReadOnlyList<TokenizedText> items)
     {

@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using AttributionFleet.Engine.Tokenization.HuggingFace;
 
 namespace AttributionFleet.Engine.Tokenization;
 
@@ -15,10 +16,14 @@ public static class TokenizerLoader
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     /// <summary>
-    /// Loads vocab.txt (WordPiece) or vocab.json + merges.txt (byte-level BPE) from <paramref name="modelDir"/>,
-    /// with the settings of tokenizer_config.json (and the token names of special_tokens_map.json) when present;
-    /// tokenizer.json stands in for missing vocabulary files. <paramref name="modelType"/> is config.json's
-    /// "model_type"; for a type not known here the files present decide.
+    /// Loads the tokenizer of <paramref name="modelDir"/>, in this order: tokenizer.json, the whole Hugging Face
+    /// pipeline (normalizer, pre-tokenizer, WordPiece/BPE/Unigram model, added tokens, post-processor; an explicit
+    /// do_lower_case/strip_accents/tokenize_chinese_chars in tokenizer_config.json adjusts a BertNormalizer as
+    /// BertTokenizerFast does); a SentencePiece model (sentencepiece.bpe.model, spiece.model, spm.model) for the
+    /// model types whose id layout is known (xlm-roberta: fairseq ids; albert, deberta-v2: as they are); vocab.txt
+    /// (WordPiece) or vocab.json + merges.txt (byte-level BPE) with the settings of tokenizer_config.json (and the
+    /// token names of special_tokens_map.json). <paramref name="modelType"/> is config.json's "model_type"; for a
+    /// type not known here the files present decide.
     /// </summary>
     /// <exception cref="ModelLoadException">A file is missing, unreadable or invalid; the message names it.</exception>
     public static ITextTokenizer Load(string modelDir, string modelType)
@@ -30,8 +35,21 @@ public static class TokenizerLoader
         }
 
         var config = new TokenizerConfig(modelDir);
+        if (File.Exists(config.TokenizerJsonPath))
+        {
+            // As Hugging Face's fast tokenizers: tokenizer.json describes the whole pipeline and wins over the
+            // vocabulary files; tokenizer_config.json only adjusts what BertTokenizerFast adjusts.
+            return LoadTokenizerJson(config);
+        }
+
         string vocabTxt = Path.Combine(modelDir, "vocab.txt");
         string vocabJson = Path.Combine(modelDir, "vocab.json");
+        string? sentencePiece = SentencePieceTokenizers.FileNames.Select(f => Path.Combine(modelDir, f)).FirstOrDefault(File.Exists);
+        SentencePieceIdLayout? layout = SentencePieceTokenizers.LayoutFor(modelType ?? "");
+        if (layout is not null || (sentencePiece is not null && !File.Exists(vocabTxt) && !File.Exists(vocabJson)))
+        {
+            return LoadSentencePiece(modelDir, modelType ?? "", sentencePiece, layout, config);
+        }
 
         bool bpe;
         if (ByteLevelBpeModelTypes.Contains(modelType ?? ""))
@@ -58,6 +76,51 @@ public static class TokenizerLoader
         }
 
         return bpe ? LoadByteLevelBpe(modelDir, config) : LoadWordPiece(modelDir, config);
+    }
+
+    private static ITextTokenizer LoadTokenizerJson(TokenizerConfig config) =>
+        TokenizerJsonReader.Load(config.TokenizerJsonPath, new TokenizerJsonOptions(
+            LowerCase: config.GetBool("do_lower_case"),
+            StripAccents: config.GetBool("strip_accents"),
+            ChineseChars: config.GetBool("tokenize_chinese_chars"),
+            PadToken: config.GetToken("pad_token")?.Content,
+            MaskToken: config.GetToken("mask_token")?.Content,
+            UnkToken: config.GetToken("unk_token")?.Content));
+
+    private static ITextTokenizer LoadSentencePiece(string modelDir, string modelType, string? file, SentencePieceIdLayout? layout,
+        TokenizerConfig config)
+    {
+        if (file is null)
+        {
+            throw new ModelLoadException(
+                $"The model folder '{modelDir}' has no tokenizer for model_type '{modelType}': looked for tokenizer.json, "
+                + string.Join(", ", SentencePieceTokenizers.FileNames) + ".", Path.Combine(modelDir, SentencePieceTokenizers.FileNames[0]));
+        }
+
+        if (layout is not { } known)
+        {
+            throw new ModelLoadException(
+                $"'{file}' is a SentencePiece model, but how model_type '{modelType}' numbers its pieces is not known here"
+                + " (xlm-roberta, albert and deberta-v2 are); add a tokenizer.json.", file, "model_type");
+        }
+
+        if (string.Equals(modelType, "deberta-v2", StringComparison.OrdinalIgnoreCase))
+        {
+            // DebertaV2Tokenizer lower-cases and splits at punctuation before SentencePiece when these are set; the
+            // pipeline here does neither, so the ids would be silently wrong (tokenizer.json spells both out instead).
+            foreach (string field in new[] { "do_lower_case", "split_by_punct" })
+            {
+                if (config.GetBool(field) == true)
+                {
+                    string path = Path.Combine(modelDir, "tokenizer_config.json");
+                    throw new ModelLoadException(
+                        $"'{path}' sets {field} true, which the SentencePiece tokenizer here does not apply to '{file}'; add the model's tokenizer.json.", path, field);
+                }
+            }
+        }
+
+        return SentencePieceTokenizers.Load(file, known, config.GetToken("cls_token")?.Content, config.GetToken("sep_token")?.Content,
+            config.GetToken("pad_token")?.Content, config.GetToken("unk_token")?.Content, config.GetToken("mask_token")?.Content);
     }
 
     private static ITextTokenizer LoadWordPiece(string modelDir, TokenizerConfig config)

@@ -238,10 +238,10 @@ internal sealed class WordPieceTextTokenizer : TextTokenizerBase
 
     // Hugging Face tokenizers (normalizers/bert.rs, pre_tokenizers/bert.rs):
 
-    private static bool IsWhitespace(int cp) =>
+    internal static bool IsWhitespace(int cp) =>
         cp is '\t' or '\n' or '\r' || (cp <= char.MaxValue ? char.IsWhiteSpace((char)cp) : false);
 
-    private static bool IsControl(int cp)
+    internal static bool IsControl(int cp)
     {
         if (cp is '\t' or '\n' or '\r')
         {
@@ -253,14 +253,14 @@ internal sealed class WordPieceTextTokenizer : TextTokenizerBase
             or UnicodeCategory.Surrogate or UnicodeCategory.PrivateUse or UnicodeCategory.OtherNotAssigned;
     }
 
-    private static bool IsPunctuation(int cp) =>
+    internal static bool IsPunctuation(int cp) =>
         cp is (>= 33 and <= 47) or (>= 58 and <= 64) or (>= 91 and <= 96) or (>= 123 and <= 126)
         || CharUnicodeInfo.GetUnicodeCategory(cp) is UnicodeCategory.ConnectorPunctuation
             or UnicodeCategory.DashPunctuation or UnicodeCategory.OpenPunctuation
             or UnicodeCategory.ClosePunctuation or UnicodeCategory.InitialQuotePunctuation
             or UnicodeCategory.FinalQuotePunctuation or UnicodeCategory.OtherPunctuation;
 
-    private static bool IsChineseChar(int cp) =>
+    internal static bool IsChineseChar(int cp) =>
         cp is (>= 0x4E00 and <= 0x9FFF) or (>= 0x3400 and <= 0x4DBF) or (>= 0x20000 and <= 0x2A6DF)
             or (>= 0x2A700 and <= 0x2B73F) or (>= 0x2B740 and <= 0x2B81F) or (>= 0x2B920 and <= 0x2CEAF)
             or (>= 0xF900 and <= 0xFAFF) or (>= 0x2F800 and <= 0x2FA1F);

@@ -45,7 +45,7 @@ public sealed class JobPlanner(ModelRegistry registry, IAttributionEngine engine
         for (int i = 0; i < texts.Count; i++)
         {
             var t = texts[i];
-            if (t is null || string.IsNullOrWhiteSpace(t.Text)) throw Invalid($"texts[{i}]", $"text {i} (id '{t?.Id}') is empty");
+            if (t is null || AttributionFleet.Engine.Text.TextContent.IsBlank(t.Text)) throw Invalid($"texts[{i}]", $"text {i} (id '{t?.Id}') is empty");
             if (t.Text.Length > l.MaxCharactersPerText)
                 throw Limit("Limits:MaxCharactersPerText", $"text {i} (id '{t.Id}') has {t.Text.Length} characters; the limit Limits:MaxCharactersPerText is {l.MaxCharactersPerText}");
             if (!ids.Add(t.Id ?? "")) throw Invalid($"texts[{i}].id", $"text id '{t.Id}' appears more than once");

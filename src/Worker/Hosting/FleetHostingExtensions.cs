@@ -119,6 +119,13 @@ public static class FleetHostingExtensions
     {
         // Messages no consumer here understands (unknown type) are poison too: <queue>_error, not <queue>_skipped.
         cfg.SendTopology.DeadLetterQueueNameFormatter = new ErrorQueueForSkippedMessages();
+        // A non-finite result (NaN weights, overflow) must still travel (status non_finite), not fail serialization and
+        // leave the job waiting for ever: NaN and Infinity are written as the JSON literals "NaN"/"Infinity" on the wire.
+        cfg.ConfigureJsonSerializerOptions(o =>
+        {
+            o.NumberHandling |= System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals;
+            return o;
+        });
         if (!worker.ConsumeJobs) return;
         cfg.ReceiveEndpoint(worker.JobQueue, e =>
         {

@@ -49,7 +49,7 @@ public sealed class FleetHttpServer(IServiceProvider services, IOptions<WorkerOp
         builder.Services.AddHealthChecks();
         builder.Services.AddSingleton(services.GetRequiredService<HealthCheckService>()); // this host's checks, not the façade's
         builder.Services.AddOpenApi();
-        builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.NumberHandling = Store.SqlJobStore.Json.NumberHandling);
+        builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.Converters.Add(new Store.NonFiniteAsNull())); // NaN as null, as stored
         _app = builder.Build();
         _app.MapHealthChecks("/health/live", Checks(LiveTag, degraded: StatusCodes.Status200OK));
         // Degraded is not ready: MassTransit reports a faulted receive endpoint (the job queue) as Degraded.

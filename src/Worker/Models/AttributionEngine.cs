@@ -78,7 +78,9 @@ public static class AttributionRequests
         SoftmaxRule = e.SoftmaxRule,
         Precision = e.Precision,
         Truncated = e.Truncated,
-        OverThreshold = IsOverThreshold(e.Delta, e.RelativeDelta, threshold, relativeThreshold),
+        // A non-finite text is never within a threshold, configured or not (it failed: status non_finite).
+        OverThreshold = !NonFinite.IsFinite(e) || IsOverThreshold(e.Delta, e.RelativeDelta, threshold, relativeThreshold),
+        Status = NonFinite.StatusOf(e),
         ExplainMilliseconds = explainMs,
     };
 }

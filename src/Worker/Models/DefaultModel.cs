@@ -8,27 +8,43 @@ using static TorchSharp.torch;
 namespace AttributionFleet.Worker.Models;
 
 /// <summary>
-/// The embedded default model <c>sentiment-minilm</c>: the pretrained MiniLM encoder (<see cref="MiniLmAssets"/>), mean
-/// pooling, and the linear head that <c>fleet train-head</c> trained (models/sentiment-minilm/head.safetensors, copied
-/// next to the executable). <see cref="EnsureFolder"/> assembles a complete model folder once, in the cache next to the
-/// encoder, and rebuilds it whenever the head changes.
+/// The embedded default model <c>sentiment-minilm</c>: the pretrained MiniLM encoder (<see cref="MiniLmAssets"/>) with its
+/// top layers fine-tuned, mean pooling and a linear head, all from the small delta that <c>fleet train-default</c> trained
+/// (models/sentiment-minilm/delta.safetensors, copied next to the executable; see <see cref="EncoderDelta"/>). A folder
+/// with only a head (head.safetensors from <c>fleet train-head</c>, on the frozen encoder) is still accepted.
+/// <see cref="EnsureFolder"/> assembles a complete model folder once, in the cache next to the encoder, and rebuilds it
+/// whenever the delta (or head) changes.
 /// </summary>
 public static class DefaultModel
 {
     public const string Id = "sentiment-minilm";
 
-    /// <summary>Written last into the folder: the SHA-256 of head.safetensors and head.json it was built from.</summary>
+    /// <summary>Written last into the folder: the SHA-256 of the delta (or head) files it was built from.</summary>
     public const string StampFile = "head.sha256";
 
-    private const int FormatVersion = 1;
+    private const int FormatVersion = 2;
+
+    /// <summary>
+    /// The README's examples and the label the default model must give each (tests and <c>fleet train-default</c> check
+    /// them; none of them is in the training data).
+    /// </summary>
+    public static readonly IReadOnlyList<(string Text, string Label)> Examples = new[]
+    {
+        ("The plot was dull but the acting was wonderful.", "positive"),
+        ("I would not recommend this place to anyone.", "negative"),
+        ("Fast delivery and the battery lasts for days.", "positive"),
+        ("Good", "positive"),
+        ("Bad", "negative"),
+    };
     private static readonly object Gate = new();
 
     /// <summary>Where the assembled model folder lives: <c>CacheRoot/sentiment-minilm</c>.</summary>
     public static string Folder => Path.Combine(MiniLmAssets.CacheRoot, Id);
 
     /// <summary>
-    /// The folder with head.safetensors and head.json: <c>models/sentiment-minilm</c> next to the executable (the build
-    /// copies it there), else in the repository above the current directory or the executable.
+    /// The folder with delta.safetensors and delta.json (or head.safetensors and head.json): <c>models/sentiment-minilm</c>
+    /// next to the executable (the build copies it there), else in the repository above the current directory or the
+    /// executable.
     /// </summary>
     public static string HeadDir
     {
@@ -36,13 +52,27 @@ public static class DefaultModel
         {
             var relative = Path.Combine("models", Id);
             var besideExe = Path.Combine(AppContext.BaseDirectory, relative);
-            if (File.Exists(Path.Combine(besideExe, HeadTrainer.WeightsFile))) return besideExe;
+            if (HasWeights(besideExe)) return besideExe;
             var inRepo = FindInRepo(relative);
-            if (inRepo is not null && File.Exists(Path.Combine(inRepo, HeadTrainer.WeightsFile))) return inRepo;
+            if (inRepo is not null && HasWeights(inRepo)) return inRepo;
             throw new ModelLoadException(
-                $"The default model's head ({relative}/{HeadTrainer.WeightsFile}) is neither next to the executable ({AppContext.BaseDirectory}) nor in a repository above it; run `fleet train-head` or give --model DIR",
+                $"The default model's delta ({relative}/{EncoderDelta.WeightsFile}) is neither next to the executable ({AppContext.BaseDirectory}) nor in a repository above it; run `fleet train-default` or give --model DIR",
                 besideExe);
         }
+    }
+
+    private static bool HasWeights(string dir) =>
+        File.Exists(Path.Combine(dir, EncoderDelta.WeightsFile)) || File.Exists(Path.Combine(dir, HeadTrainer.WeightsFile));
+
+    /// <summary>True when <paramref name="headDir"/> holds a fine-tuning delta; refuses a folder with both a delta and a head.</summary>
+    private static bool HasDelta(string headDir)
+    {
+        bool delta = File.Exists(Path.Combine(headDir, EncoderDelta.WeightsFile));
+        if (delta && File.Exists(Path.Combine(headDir, HeadTrainer.WeightsFile)))
+            throw new ModelLoadException(
+                $"{headDir} holds both {EncoderDelta.WeightsFile} (fleet train-default) and {HeadTrainer.WeightsFile} (fleet train-head); remove the one that is not meant to be the default model",
+                Path.Combine(headDir, HeadTrainer.WeightsFile));
+        return delta;
     }
 
     /// <summary>True when <paramref name="model"/> names the default model (no --model, or --model sentiment-minilm).</summary>
@@ -79,17 +109,48 @@ public static class DefaultModel
         }
     }
 
-    /// <summary>Assembles the model folder in <paramref name="target"/> from an imported encoder folder and a head folder.</summary>
+    /// <summary>
+    /// Assembles the model folder in <paramref name="target"/> from an imported encoder folder and a delta (or head)
+    /// folder: the delta merged into the encoder's weights gives a plain MeanPoolingClassifier checkpoint.
+    /// </summary>
     public static void Build(string encoderDir, string headDir, string target)
     {
         Directory.CreateDirectory(target);
-        var head = HeadTrainer.Load(headDir);
+        if (HasDelta(headDir))
+        {
+            using var scope = NewDisposeScope();
+            using var delta = EncoderDelta.Load(headDir);
+            delta.CheckBase(Path.Combine(encoderDir, ModelLoader.WeightsFile), Path.Combine(headDir, EncoderDelta.WeightsFile));
+            WriteConfig(encoderDir, delta.Labels, target);
+            var encoder = ModelLoader.Load(encoderDir, CPU);
+            var model = delta.Apply(encoder);
+            ModelLoader.SaveWeights(model, Path.Combine(target, ModelLoader.WeightsFile));
+        }
+        else
+            BuildFromHead(encoderDir, headDir, target);
+        foreach (var file in Directory.EnumerateFiles(encoderDir))
+        {
+            var name = Path.GetFileName(file);
+            if (name is ModelLoader.ConfigFile or ModelLoader.WeightsFile) continue;
+            File.Copy(file, Path.Combine(target, name), overwrite: true);
+        }
+    }
+
+    private static void WriteConfig(string encoderDir, IReadOnlyList<string> labels, string target)
+    {
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(encoderDir, ModelLoader.ConfigFile)))!.AsObject();
         config["architectures"] = new JsonArray("MeanPoolingClassifier");
-        config["id2label"] = new JsonObject(head.Labels.Select((l, i) => KeyValuePair.Create(i.ToString(), (JsonNode?)JsonValue.Create(l))));
-        config["label2id"] = new JsonObject(head.Labels.Select((l, i) => KeyValuePair.Create(l, (JsonNode?)JsonValue.Create(i))));
+        config["id2label"] = new JsonObject(labels.Select((l, i) => KeyValuePair.Create(i.ToString(), (JsonNode?)JsonValue.Create(l))));
+        config["label2id"] = new JsonObject(labels.Select((l, i) => KeyValuePair.Create(l, (JsonNode?)JsonValue.Create(i))));
         config["attributionfleet_model"] = Id;
         File.WriteAllText(Path.Combine(target, ModelLoader.ConfigFile), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+    }
+
+    /// <summary>The frozen encoder with the linear head of <c>fleet train-head</c>.</summary>
+    private static void BuildFromHead(string encoderDir, string headDir, string target)
+    {
+        var head = HeadTrainer.Load(headDir);
+        WriteConfig(encoderDir, head.Labels, target);
         using (var scope = NewDisposeScope())
         {
             var encoder = ModelLoader.Load(encoderDir, CPU);
@@ -100,16 +161,14 @@ public static class DefaultModel
             var model = encoder.WithClassifier(weight, bias, head.Labels);
             ModelLoader.SaveWeights(model, Path.Combine(target, ModelLoader.WeightsFile));
         }
-        foreach (var file in Directory.EnumerateFiles(encoderDir))
-        {
-            var name = Path.GetFileName(file);
-            if (name is ModelLoader.ConfigFile or ModelLoader.WeightsFile) continue;
-            File.Copy(file, Path.Combine(target, name), overwrite: true);
-        }
     }
 
-    private static string Stamp(string headDir) =>
-        $"v{FormatVersion} {HeadTrainer.Sha256(Path.Combine(headDir, HeadTrainer.WeightsFile))} {HeadTrainer.Sha256(Path.Combine(headDir, HeadTrainer.InfoFile))}";
+    /// <summary>What the folder is built from: the delta's (or head's) two files, by SHA-256.</summary>
+    private static string Stamp(string headDir)
+    {
+        var (weights, info) = HasDelta(headDir) ? (EncoderDelta.WeightsFile, EncoderDelta.InfoFile) : (HeadTrainer.WeightsFile, HeadTrainer.InfoFile);
+        return $"v{FormatVersion} {weights} {HeadTrainer.Sha256(Path.Combine(headDir, weights))} {HeadTrainer.Sha256(Path.Combine(headDir, info))}";
+    }
 
     private static bool IsCurrent(string dir, string stamp)
     {

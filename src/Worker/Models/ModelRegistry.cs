@@ -92,7 +92,7 @@ public sealed class ModelRegistry : IDisposable
             lock (_gate)
                 if (TryLease(modelId, out var lease)) return lease;
             var started = System.Diagnostics.Stopwatch.StartNew();
-            var folder = FolderOf(modelId, options);
+            var folder = AttributionFleet.Engine.Checkpoints.CheckpointFolder.Resolve(FolderOf(modelId, options)); // hub-cache folders name their snapshot
             var model = LoadedModel.Load(folder, DeviceSelector.Resolve(_device));
             _log.LogInformation("Loaded model {ModelId} from {Path} ({MB:0.0} MB) in {Ms} ms", modelId, folder, model.WeightBytes / 1048576.0, started.ElapsedMilliseconds);
             _metrics?.ModelLoaded(modelId, model.Device.type.ToString().ToLowerInvariant(), started.Elapsed);

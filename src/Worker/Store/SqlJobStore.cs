@@ -2,7 +2,6 @@ using System.Data;
 using System.Data.Common;
 using System.Runtime.CompilerServices;
 using System.Text.Json;
-using System.Text.Json.Serialization;
 using AttributionFleet.Contracts.V1;
 using AttributionFleet.Worker.Client;
 
@@ -16,10 +15,14 @@ namespace AttributionFleet.Worker.Store;
 /// </summary>
 public abstract class SqlJobStore : IJobStore, IDisposable
 {
-    /// <summary>How results and end events are stored: camelCase JSON; NaN and infinities as named literals (never lost).</summary>
+    /// <summary>
+    /// How results and end events are stored and served (the job API uses the same options): camelCase JSON; NaN and
+    /// infinities as null (<see cref="NonFiniteAsNull"/>, never "NaN" strings), read back as NaN; a text's <c>status</c>
+    /// is non_finite when it has them.
+    /// </summary>
     public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
     {
-        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        Converters = { new NonFiniteAsNull() },
     };
 
     private readonly SemaphoreSlim _migrationGate = new(1, 1);

@@ -11,7 +11,7 @@ namespace AttributionFleet.Engine.Tests.Attribution;
 /// The example of Captum issue #519, built with the engine's ops:
 /// <c>f = softmax(2·relu(x1) + 2·relu(x2 − 1.5))</c>, x1 = [[1, 1, 0]], x2 = [[2, 2, −1]], zero references, class 0.
 /// Expected numbers: shared/design/exact-deeplift.md (worked example, softmax normalization table) and
-/// shared/reference/README.md.
+/// tests/fixtures/reference/README.md.
 /// </summary>
 public class CaptumIssue519Tests(ITestOutputHelper output)
 {

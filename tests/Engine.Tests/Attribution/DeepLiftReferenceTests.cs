@@ -50,7 +50,7 @@ public class DeepLiftReferenceTests(ITestOutputHelper output)
             Assert.Equal(0.0, result.Scores.masked_select(padded).abs().max().item<double>());
     }
 
-    /// <summary>Captum's DeepLift on the same inputs has far larger deltas than ours (README of shared/reference).</summary>
+    /// <summary>Captum's DeepLift on the same inputs has far larger deltas than ours (README of tests/fixtures/reference).</summary>
     [Theory]
     [InlineData("tiny-bert-L1")]
     [InlineData("tiny-bert-L2")]
@@ -71,11 +71,11 @@ public class DeepLiftReferenceTests(ITestOutputHelper output)
         Assert.True(captumMax > 100 * oursMax);
     }
 
-    internal static Tensor ReferenceIds(Tensor ids, TransformerClassifier model)
+    internal static Tensor ReferenceIds(Tensor ids, ITextModel model)
     {
         // Every token but the start/end specials becomes [PAD] (<pad> for RoBERTa); padding stays padding.
         long pad = model.Config.PadTokenId;
-        var (start, end) = model.Config.Family == Checkpoints.ModelFamily.Roberta ? (0L, 2L) : (101L, 102L);
+        var (start, end) = model.Config.Positions == Checkpoints.PositionScheme.AfterPadding ? (0L, 2L) : (101L, 102L);
         var keep = (ids == start).logical_or(ids == end);
         return where(keep, ids, full_like(ids, pad));
     }

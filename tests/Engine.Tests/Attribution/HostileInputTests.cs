@@ -36,7 +36,7 @@ public sealed class HostileModels : IDisposable
             File.WriteAllLines(Path.Combine(dir, "vocab.txt"), vocab);
             using (var model = RandomModels.Create(config, seed: 3, std: std, stress: true))
             {
-                using (no_grad()) model.Classifier!.mul_(scale);
+                using (no_grad()) model.Weights["cls"].mul_(scale);
                 RandomModels.Save(model, dir);
             }
             Models[name] = LoadedModel.Load(dir, CPU);

@@ -115,7 +115,7 @@ public class IntegratedGradientsTests(ITestOutputHelper output)
         { "tiny-bert-stress", "attention_mask" },
     };
 
-    internal static (AttributionBatch Batch, TransformerClassifier Model) ReferenceBatch(string folder, string maskField, ScalarType dtype)
+    internal static (AttributionBatch Batch, ITextModel Model) ReferenceBatch(string folder, string maskField, ScalarType dtype)
     {
         var c = RepoPaths.LoadCase(folder);
         var model = ModelLoader.Load(RepoPaths.Reference(folder), dtype: dtype);

@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 namespace AttributionFleet.Engine.Tests.Attribution;
 
 /// <summary>
-/// shared/reference/mlp-rescale: <c>y = fc4(sigmoid(fc3(tanh(fc2(relu(fc1(x)))))))</c> in float64, where Captum's rescale
+/// tests/fixtures/reference/mlp-rescale: <c>y = fc4(sigmoid(fc3(tanh(fc2(relu(fc1(x)))))))</c> in float64, where Captum's rescale
 /// rules and the exact rules coincide. Our DeepLift must equal Captum's attributions to ~1e-12 for every target.
 /// </summary>
 public class MlpRescaleTests(ITestOutputHelper output)

@@ -14,7 +14,7 @@ namespace AttributionFleet.Engine.Tests.Attribution;
 /// </summary>
 public class SharedReferenceTests
 {
-    private static (TransformerClassifier Model, Tensor Ids, Tensor Reference) Case(ScalarType dtype)
+    private static (ITextModel Model, Tensor Ids, Tensor Reference) Case(ScalarType dtype)
     {
         var c = RepoPaths.LoadCase("tiny-bert-L2");
         var model = ModelLoader.Load(RepoPaths.Reference("tiny-bert-L2"), dtype: dtype);

@@ -63,7 +63,7 @@ public class MiniLmTests(ITestOutputHelper output)
     }
 
     /// <summary>A classification head on the mean-pooled real encoder (random, but large enough to give logits of order 1).</summary>
-    internal static TransformerClassifier WithRandomHead(TransformerClassifier encoder, int labels = 3, long seed = 7)
+    internal static ITextModel WithRandomHead(ITextModel encoder, int labels = 3, long seed = 7)
     {
         var gen = new Generator((ulong)seed);
         var w = randn(new long[] { labels, encoder.Config.HiddenSize }, generator: gen) * 2.0;
@@ -115,7 +115,7 @@ public class MiniLmPrecisionTests(ITestOutputHelper output)
         var mask = tensor(maskArray);
         var refIds = where(ids == 101L, ids, where(ids == 102L, ids, zeros_like(ids)));
         var targets = new long[] { 0, 1, 2, 0, 1, 2, 0, 1 };
-        Tensor Scores(TransformerClassifier encoder, bool promote)
+        Tensor Scores(ITextModel encoder, bool promote)
         {
             var model = MiniLmTests.WithRandomHead(encoder);
             var batch = new AttributionBatch(ids, mask, new[] { model.WordEmbeddings(refIds) }, targets);

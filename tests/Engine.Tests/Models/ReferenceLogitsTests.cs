@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 
 namespace AttributionFleet.Engine.Tests.Models;
 
-/// <summary>The loader reproduces the PyTorch reference logits of ../shared/reference (see its README).</summary>
+/// <summary>The loader reproduces the PyTorch reference logits of tests/fixtures/reference (see its README).</summary>
 public class ReferenceLogitsTests
 {
     [Theory]

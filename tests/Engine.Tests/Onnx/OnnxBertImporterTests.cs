@@ -15,7 +15,10 @@ public class OnnxBertImporterTests(ITestOutputHelper output)
     {
         var report = MiniLmModel.ImportReport;
         output.WriteLine($"import took {MiniLmModel.ImportElapsed.TotalMilliseconds:F0} ms: {report}");
-        Assert.Equal(new ImportReport(Layers, Hidden, Heads, Intermediate, 1e-12, 5 + 16 * Layers + 2), report);
+        Assert.Equal((Layers, Hidden, Heads, Intermediate, 1e-12, 5 + 16 * Layers + 2),
+            (report.Layers, report.Hidden, report.Heads, report.Intermediate, report.LayerNormEps, report.TensorCount));
+        Assert.Equal("BertModel", report.Architecture);
+        Assert.True(report.LowerCase, report.CasingSource); // the MiniLM vocabulary has no upper-case tokens
 
         using var config = JsonDocument.Parse(File.ReadAllText(Path.Combine(MiniLmModel.ImportedDir, "config.json")));
         var root = config.RootElement;
@@ -136,7 +139,10 @@ public class OnnxBertImporterTests(ITestOutputHelper output)
     [InlineData("bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight")]
     [InlineData("bert.pooler.dense.bias", "pooler.dense.bias")]
     [InlineData("onnx::MatMul_1234", null)]
-    [InlineData("classifier.weight", null)]
-    public void HfName_StripsWrapperPrefixes(string onnxName, string? hfName) =>
+    [InlineData("classifier.weight", "classifier.weight")]
+    [InlineData("classifier.out_proj.bias", "classifier.out_proj.bias")]
+    [InlineData("distilbert.transformer.layer.1.ffn.lin1.bias", "transformer.layer.1.ffn.lin1.bias")]
+    [InlineData("roberta.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight")]
+    public void HfName_StripsWrapperPrefixesAndKeepsHeads(string onnxName, string? hfName) =>
         Assert.Equal(hfName, OnnxBertImporter.HfName(onnxName));
 }

@@ -2,12 +2,12 @@ using System.Text.Json;
 
 namespace AttributionFleet.Engine.Tests.Support;
 
-/// <summary>Locates the repository root and the shared reference data beside it (../shared/reference).</summary>
+/// <summary>Locates the repository root and the reference cases inside it (tests/fixtures/reference, see its README).</summary>
 public static class RepoPaths
 {
     public static string Root { get; } = FindRoot();
 
-    public static string SharedReference { get; } = Path.GetFullPath(Path.Combine(Root, "..", "shared", "reference"));
+    public static string SharedReference { get; } = Path.Combine(Root, "tests", "fixtures", "reference");
 
     public static string Reference(string name) => Path.Combine(SharedReference, name);
 

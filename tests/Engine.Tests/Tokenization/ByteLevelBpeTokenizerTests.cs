@@ -1,4 +1,5 @@
 using System.Text.Json;
+using AttributionFleet.Engine.Tests.Support;
 using AttributionFleet.Engine.Tokenization;
 using Xunit;
 
@@ -6,7 +7,7 @@ namespace AttributionFleet.Engine.Tests.Tokenization;
 
 public sealed class ByteLevelBpeTokenizerTests : IDisposable
 {
-    private const string TinyRoberta = "/work/shared/reference/tiny-roberta";
+    private static readonly string TinyRoberta = RepoPaths.Reference("tiny-roberta");
     private readonly string _dir = Directory.CreateTempSubdirectory("attributionfleet-bpe-").FullName;
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);

@@ -98,6 +98,85 @@ public sealed class JobApiTests
     }
 
     [Fact]
+    public async Task Non_finite_numbers_are_null_in_the_store_and_the_api_never_NaN_strings()
+    {
+        int port = Tools.FreePort();
+        using var worker = Host(new()
+        {
+            ["Worker:HealthPort"] = port.ToString(),
+            ["Store:PollIntervalMs"] = "20",
+        });
+        await worker.StartAsync();
+        try
+        {
+            var store = worker.Services.GetRequiredService<IJobStore>();
+            var id = Guid.NewGuid();
+            await store.Admit(new NewJob(id, "tiny", "f", 2, 1, 1e-3, null, DateTimeOffset.UtcNow));
+            var commit = await store.CommitBatch(new AttributionBatchCompleted
+            {
+                JobId = id, ModelId = "tiny", BatchIndex = 0, BatchCount = 1, TextCount = 2, Worker = "w", CompletedAt = DateTimeOffset.UtcNow,
+                Results = new List<TextAttribution>
+                {
+                    new()
+                    {
+                        Id = "nan", Text = "a b", Tokens = new[] { "[CLS]", "a", "b", "[SEP]" }, Scores = new[] { 0.0, double.NaN, double.PositiveInfinity, 0.0 },
+                        Prediction = new PredictedLabel { Label = "pos", Index = 1, Probability = double.NaN },
+                        Fx = double.NaN, Fx0 = 0.5, Delta = double.NaN, RelativeDelta = double.NegativeInfinity, OverThreshold = true,
+                        Status = "non_finite", Method = "deeplift",
+                    },
+                    // A regression head has no probability by design (NaN): null in JSON, yet the text is ok.
+                    new()
+                    {
+                        Id = "regression", Text = "c", Tokens = new[] { "[CLS]", "c", "[SEP]" }, Scores = new[] { 0.0, 0.75, 0.0 },
+                        Prediction = new PredictedLabel { Label = "value", Index = 0, Probability = double.NaN },
+                        Fx = 1.25, Fx0 = 0.5, Delta = 0, Status = "ok", Method = "deeplift",
+                    },
+                },
+            });
+            Assert.NotNull(commit.Completed);
+
+            using var http = new HttpClient { BaseAddress = new Uri($"http://localhost:{port}") };
+            foreach (var path in new[] { $"/jobs/{id}", $"/jobs/{id}/results", $"/jobs/{id}/batches/0" })
+            {
+                var body = await http.GetStringAsync(path);
+                Assert.DoesNotContain("NaN", body);
+                Assert.DoesNotContain("Infinity", body);
+            }
+            var lines = (await http.GetStringAsync($"/jobs/{id}/results")).Split('\n', StringSplitOptions.RemoveEmptyEntries)
+                .Select(l => JsonDocument.Parse(l).RootElement).ToDictionary(e => e.GetProperty("id").GetString()!);
+            var nan = lines["nan"];
+            Assert.Equal("non_finite", nan.GetProperty("status").GetString());
+            Assert.Equal(JsonValueKind.Null, nan.GetProperty("delta").ValueKind);
+            Assert.Equal(JsonValueKind.Null, nan.GetProperty("fx").ValueKind);
+            Assert.Equal(JsonValueKind.Null, nan.GetProperty("relativeDelta").ValueKind);
+            Assert.Equal(new[] { JsonValueKind.Number, JsonValueKind.Null, JsonValueKind.Null, JsonValueKind.Number },
+                nan.GetProperty("scores").EnumerateArray().Select(x => x.ValueKind));
+            Assert.Equal(0.5, nan.GetProperty("fx0").GetDouble());
+            var regression = lines["regression"];
+            Assert.Equal("ok", regression.GetProperty("status").GetString());
+            Assert.Equal(JsonValueKind.Null, regression.GetProperty("prediction").GetProperty("probability").ValueKind);
+            Assert.Equal(1.25, regression.GetProperty("fx").GetDouble());
+
+            // Read back (store directly, and through the API): NaN again, the status as written.
+            using var reader = Host(new() { ["Worker:ConsumeJobs"] = "false", ["Store:Api"] = $"http://localhost:{port}" });
+            foreach (var client in new[] { worker.Services.GetRequiredService<FleetClient>(), reader.Services.GetRequiredService<FleetClient>() })
+            {
+                var results = new List<TextAttribution>();
+                await foreach (var r in client.Results(id)) results.Add(r);
+                var n = results.Single(r => r.Id == "nan");
+                Assert.True(double.IsNaN(n.Delta) && double.IsNaN(n.Fx) && double.IsNaN(n.Scores[1]) && double.IsNaN(n.Scores[2]));
+                Assert.Equal("non_finite", n.Status);
+                Assert.Equal("ok", results.Single(r => r.Id == "regression").Status);
+                Assert.True(double.IsNaN((await client.Status(id))!.Completed!.Delta.Max));
+            }
+        }
+        finally
+        {
+            await worker.StopAsync();
+        }
+    }
+
+    [Fact]
     public async Task An_unreachable_api_is_one_line_naming_it()
     {
         int port = Tools.FreePort();
