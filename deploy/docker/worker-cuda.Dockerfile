@@ -18,7 +18,10 @@ ENV NVIDIA_VISIBLE_DEVICES=all \
     Worker__Transport=RabbitMq \
     Worker__Device=cuda \
     Telemetry__PrometheusPort=9464 \
-    Telemetry__PrometheusHost=auto
-EXPOSE 9464
+    Telemetry__PrometheusHost=auto \
+    Worker__HealthPort=8080 \
+    Worker__HttpListen=any
+# 8080: /health/live, /health/ready, the job API (/jobs, /openapi/v1.json); 9464: /metrics (both served by Kestrel).
+EXPOSE 8080 9464
 USER $APP_UID
 ENTRYPOINT ["dotnet", "AttributionFleet.Worker.dll"]

@@ -15,7 +15,10 @@ COPY --from=build /app .
 ENV DOTNET_gcServer=0 \
     Worker__Transport=RabbitMq \
     Telemetry__PrometheusPort=9464 \
-    Telemetry__PrometheusHost=auto
-EXPOSE 9464
+    Telemetry__PrometheusHost=auto \
+    Worker__HealthPort=8080 \
+    Worker__HttpListen=any
+# 8080: /health/live, /health/ready, the job API (/jobs, /openapi/v1.json); 9464: /metrics (both served by Kestrel).
+EXPOSE 8080 9464
 USER $APP_UID
 ENTRYPOINT ["dotnet", "AttributionFleet.Worker.dll"]

@@ -40,6 +40,8 @@ public static class FleetHost
             overrides["RabbitMq:Url"] = url;
             overrides.TryAdd("Worker:Transport", "RabbitMq");
         }
+        if (c.Store is { } store) overrides["Store:ConnectionString"] = store;
+        if (c.Api is { } api) overrides["Store:Api"] = api;
         if (c.ModelPath is { } path)
         {
             var id = c.ModelId ?? throw new UsageException("--model-path needs --model ID (the id to register the folder under)");
@@ -59,7 +61,10 @@ public static class FleetHost
             throw new UsageException($"RabbitMq:Url '{FleetOptions.Redact(rabbit.Url)}': expected a URL like amqp://user:pass@host:5672/vhost");
         builder.Logging.ClearProviders();
         builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
-        builder.Logging.AddFilter((category, level) => level >= minimumLevel && (level >= LogLevel.Warning || category?.StartsWith("MassTransit", StringComparison.Ordinal) != true));
+        // MassTransit logs connection failures with stack traces: a client shows them only when verbose (it reports an
+        // unreachable broker as one line itself); a worker (Information) shows its warnings and errors.
+        builder.Logging.AddFilter((category, level) => level >= minimumLevel && (category?.StartsWith("MassTransit", StringComparison.Ordinal) != true
+            || (level >= LogLevel.Warning && minimumLevel <= LogLevel.Information)));
         builder.Services.AddAttributionFleet(builder.Configuration);
         return builder.Build();
     }

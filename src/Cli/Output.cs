@@ -72,12 +72,14 @@ public static class Output
         faithfulness = ExplanationExtras.FaithfulnessJson(e.Faithfulness),
     };
 
-    /// <summary>A fleet result in the shape of <see cref="ExplanationJson"/> (same fields, same order; no words: the message has no offsets).</summary>
+    /// <summary>A fleet result in the shape of <see cref="ExplanationJson"/> (same fields, same order; token offsets instead of merged words).</summary>
     public static object AttributionJson(AttributionFleet.Contracts.V1.TextAttribution r) => new
     {
         id = r.Id,
         text = r.Text,
         tokens = r.Tokens,
+        // Each token's characters in text as [start, end) (end exclusive; start = end for special tokens), for merging into words.
+        offsets = r.Offsets?.Select(o => new[] { o.Start, o.Start + o.Length }),
         scores = r.Scores.Select(N).ToArray(),
         status = r.Status == NonFinite.Status.Ok && r.Scores.All(double.IsFinite) && double.IsFinite(r.Fx) && double.IsFinite(r.Fx0) && double.IsFinite(r.Delta)
             && (r.Classes?.All(c => c.Scores.All(double.IsFinite) && double.IsFinite(c.Fx) && double.IsFinite(c.Fx0) && double.IsFinite(c.Delta)) ?? true)

@@ -90,12 +90,22 @@ public sealed record PredictedLabel
     public double Probability { get; init; }
 }
 
+/// <summary>Where a token's characters are in its text.</summary>
+public sealed record TokenSpan
+{
+    public int Start { get; init; }
+    public int Length { get; init; }
+}
+
 /// <summary>One explained text: the fields of <c>fleet explain --json</c> plus the client id and timings.</summary>
 public sealed record TextAttribution
 {
     public string Id { get; init; } = "";
     public string Text { get; init; } = "";
     public IReadOnlyList<string> Tokens { get; init; } = Array.Empty<string>();
+    /// <summary>Each token's characters in <see cref="Text"/> (as <c>fleet explain --json</c> gives them; length 0 for special tokens).
+    /// Added in 1.1: null from older workers.</summary>
+    public IReadOnlyList<TokenSpan>? Offsets { get; init; }
     public IReadOnlyList<double> Scores { get; init; } = Array.Empty<double>();
     public PredictedLabel Prediction { get; init; } = new();
     public int TargetIndex { get; init; }

@@ -7,5 +7,14 @@ using Microsoft.Extensions.Hosting;
 AttributionFleet.Engine.NativeAllocator.PreloadOrContinue();
 var builder = Host.CreateApplicationBuilder(args);
 builder.Configuration.AddFleetConfigFile(Environment.GetEnvironmentVariable("FLEET_CONFIG"));
-builder.Services.AddAttributionFleet(builder.Configuration);
+try
+{
+    builder.Services.AddAttributionFleet(builder.Configuration);
+}
+catch (FleetConfigurationException e)
+{
+    Console.Error.WriteLine($"attribution worker: {e.Message}");
+    return 2;
+}
 await builder.Build().RunAsync();
+return 0;

@@ -50,6 +50,15 @@ public sealed class CommandLineTests(ITestOutputHelper log) : IDisposable
         { "explain --mdoel {tiny} hi", 2, "did you mean --model" },
         { "explian hi", 2, "did you mean explain" },
         { "results not-a-guid --rabbitmq amqp://localhost/", 2, "not-a-guid" },
+        // results reads the job store (or a worker's job API), never the broker
+        { "results 00000000-0000-0000-0000-0000000000aa --store Filename={dir}/jobs.db --out {dir}/existing.jsonl", 1, "job 00000000-0000-0000-0000-0000000000aa is not in the job store" },
+        { "results 00000000-0000-0000-0000-0000000000aa --store Filename={dir}/jobs.db --delete", 1, "is not in the job store" },
+        { "results 00000000-0000-0000-0000-0000000000aa --store Filename={dir}/jobs.db --delete --out {dir}/existing.jsonl", 2, "--out is not used with --delete" },
+        { "results 00000000-0000-0000-0000-0000000000aa --transport inmemory --out {dir}/existing.jsonl", 2, "give --store CONNECTION_STRING or --api URL" },
+        { "results 00000000-0000-0000-0000-0000000000aa --api ftp://worker/ --out {dir}/existing.jsonl", 2, "--api 'ftp://worker/': expected a URL like http://worker:8080" },
+        { "results 00000000-0000-0000-0000-0000000000aa --connect-timeout 2 --store Filename={dir}/jobs.db", 2, "--connect-timeout" },
+        { "submit --transport inmemory --config {dir}/small-limit.json --input {dir}/in.txt --out {dir}/existing.jsonl", 1, "the limit Limits:MaxMessageBytes is 100" },
+        { "submit --rabbitmq amqp://127.0.0.1:1/ --input {dir}/in.txt --out {dir}/existing.jsonl", 2, "RabbitMq:Username is not set" },
         { "explain --model {tiny}", 2, "no texts" },
     };
 
@@ -138,7 +147,7 @@ public sealed class CommandLineTests(ITestOutputHelper log) : IDisposable
         Assert.Contains($"fleet results {jobId}", stderr.ToString());
         Assert.Equal(Existing, File.ReadAllText(Path.Combine(_dir, "existing.jsonl")));
         Assert.False(File.Exists(Path.Combine(_dir, "existing.jsonl.partial")));
-        await DeleteQueues($"cli-test-nobody-{suffix}", $"cli-test-nobody-batches-{suffix}", $"attribution-results-{jobId}");
+        await DeleteQueues($"cli-test-nobody-{suffix}", $"cli-test-nobody-batches-{suffix}");
     }
 
     /// <summary>The shared broker keeps no queue of ours after a test.</summary>
@@ -334,6 +343,7 @@ public sealed class CommandLineTests(ITestOutputHelper log) : IDisposable
         File.WriteAllText(Path.Combine(_dir, "nul.jsonl"), "{\"text\": \"fine\"}\n{\"text\": \"\\u0000\\u0000\"}\n");
         File.WriteAllText(Path.Combine(_dir, "gaps.jsonl"), "{\"text\": \"one\"}\n\n\n{\"text\": \"four\"}\n{broken\n");
         Directory.CreateDirectory(Path.Combine(_dir, "no-model"));
+        File.WriteAllText(Path.Combine(_dir, "small-limit.json"), "{\"Limits\": {\"MaxMessageBytes\": 100}}");
     }
 
     private string[] Args(string command)

@@ -214,4 +214,47 @@ public sealed class HarnessTests
         await Task.Delay(300);
         Assert.Equal(1, await fleet.Harness.Published.SelectAsync<AttributionJobCompleted>(x => x.Context.Message.JobId == job.JobId).Count());
     }
+
+    [Fact]
+    public async Task A_batch_published_directly_meets_the_limits_and_one_for_an_unknown_job_is_dropped()
+    {
+        await using var fleet = await Start();
+        var store = fleet.Provider.GetRequiredService<AttributionFleet.Worker.Store.IJobStore>();
+        var bus = fleet.Provider.GetRequiredService<IBus>();
+        var batches = await bus.GetSendEndpoint(new Uri("queue:" + AttributionFleet.Contracts.V1.FleetAddresses.BatchQueue));
+
+        // A job the store does not know: nothing is explained or stored.
+        var stranger = Guid.NewGuid();
+        await batches.Send(new ExplainAttributionBatch { JobId = stranger, ModelId = "tiny", BatchIndex = 0, BatchCount = 1, TextCount = 1, Texts = TinyModel.Texts(1) });
+        Assert.True(await fleet.Harness.Consumed.Any<ExplainAttributionBatch>(x => x.Context.Message.JobId == stranger));
+        Assert.Null(await store.Get(stranger));
+
+        // An admitted job, and a batch for it that no planner would have made: over Limits:MaxCharactersPerText (200).
+        var id = Guid.NewGuid();
+        await store.Admit(new AttributionFleet.Worker.Store.NewJob(id, "tiny", "f", 1, 1, null, null, DateTimeOffset.UtcNow));
+        await batches.Send(new ExplainAttributionBatch
+        {
+            JobId = id, ModelId = "tiny", BatchIndex = 0, BatchCount = 1, TextCount = 1,
+            Texts = new[] { new JobText { Id = "long", Text = new string('x', 201) } },
+        });
+        var outcome = await fleet.Client.Collect(id, _ => Task.CompletedTask, null, new CancellationTokenSource(Timeout).Token);
+        Assert.False(outcome.Succeeded);
+        Assert.Equal("limit-exceeded", outcome.Failed!.ReasonCode);
+        Assert.Equal("Limits:MaxCharactersPerText", outcome.Failed.Field);
+        Assert.Equal(1, await fleet.Harness.Published.SelectAsync<AttributionJobFailed>(x => x.Context.Message.JobId == id).Count());
+        await AssertStillConsumes(fleet);
+    }
+
+    [Fact]
+    public async Task A_job_too_large_for_a_message_is_refused_before_sending_naming_the_limit()
+    {
+        await using var fleet = await Start();
+        var job = Job(3) with { Texts = Enumerable.Range(0, 3).Select(i => new JobText { Id = $"x{i}", Text = new string('y', 190) }).ToList() };
+        var limits = fleet.Provider.GetRequiredService<Microsoft.Extensions.Options.IOptions<LimitsOptions>>().Value;
+        limits.MaxMessageBytes = 400;
+        var e = await Assert.ThrowsAsync<JobTooLargeException>(() => fleet.Client.Submit(job));
+        Assert.Contains("Limits:MaxMessageBytes", e.Message);
+        Assert.Contains("400", e.Message);
+        Assert.False(await fleet.Harness.Sent.Any<SubmitAttributionJob>(x => x.Context.Message.JobId == job.JobId));
+    }
 }

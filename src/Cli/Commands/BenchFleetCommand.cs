@@ -20,7 +20,7 @@ public static class BenchFleetCommand
 {
     public const string Usage =
         "fleet bench fleet [--jobs 4] [--texts 32] [--workers 1,2] [--texts-per-batch 8] [--method deeplift] [--model DIR]\n" +
-        "                  [--rabbitmq amqp://guest:guest@localhost:5672/] (default: FLEET_TEST_RABBITMQ, else localhost)";
+        "                  [--rabbitmq amqp://guest:guest@localhost:5672/] (default: FLEET_TEST_RABBITMQ)";
 
     public static int Run(string[] args, TextWriter stdout)
     {
@@ -33,7 +33,8 @@ public static class BenchFleetCommand
         int jobs = cl.Int("jobs", 4), textsPerJob = cl.Int("texts", 32), perBatch = cl.Int("texts-per-batch", 8);
         var method = cl.Value("method") ?? "deeplift";
         var workerCounts = (cl.Value("workers") ?? "1,2").Split(',').Select(w => int.TryParse(w, out var n) && n > 0 ? n : throw new UsageException("--workers takes counts like 1,2")).ToList();
-        var url = cl.Value("rabbitmq") ?? Environment.GetEnvironmentVariable("FLEET_TEST_RABBITMQ") ?? "amqp://guest:guest@localhost:5672/";
+        var url = cl.Value("rabbitmq") ?? Environment.GetEnvironmentVariable("FLEET_TEST_RABBITMQ")
+            ?? throw new UsageException("give --rabbitmq amqp://user:password@host:5672/ or set FLEET_TEST_RABBITMQ (there is no default user)");
         string? tempModel = null;
         var modelDir = cl.Value("model") ?? (tempModel = CreateModel());
         int cores = Environment.ProcessorCount;
@@ -109,6 +110,8 @@ public static class BenchFleetCommand
             ["Worker__TorchThreads"] = threads.ToString(),
             ["Models__bench__Path"] = modelDir,
             ["Logging__LogLevel__Default"] = "Warning",
+            // The job store the workers commit to and the client reads: a SQLite file of this run.
+            ["Store__ConnectionString"] = $"Data Source={Path.Combine(Path.GetTempPath(), $"bench-{tag}-jobs.db")}",
         };
         var (file, prefix) = SelfCommand();
         var workers = Enumerable.Range(0, workerCount).Select(i => WorkerProcess.Start(file, prefix.Append("worker"), env, $"bench-{i}")).ToList();
@@ -118,6 +121,8 @@ public static class BenchFleetCommand
             ["Worker:ConsumeJobs"] = "false",
             ["Worker:JobQueue"] = env["Worker__JobQueue"],
             ["RabbitMq:Url"] = url,
+            ["Store:ConnectionString"] = env["Store__ConnectionString"],
+            ["Store:PollIntervalMs"] = "20",
         }).Build();
         var services = new ServiceCollection();
         services.AddLogging(b => b.SetMinimumLevel(LogLevel.Warning));

@@ -7,44 +7,59 @@ using Microsoft.Extensions.Logging;
 namespace AttributionFleet.Cli.Commands;
 
 /// <summary>The typed values of <c>fleet results</c>.</summary>
-public sealed record ResultsOptions(Guid JobId, string? Out, TimeSpan? Timeout, FleetConnection Fleet);
+public sealed record ResultsOptions(Guid JobId, string? Out, TimeSpan? Timeout, bool Delete, FleetConnection Fleet);
 
-/// <summary><c>fleet results JOB_ID [--out FILE]</c>: collects a job submitted with --no-wait from its durable result queue.</summary>
+/// <summary>
+/// <c>fleet results JOB_ID [--out FILE] [--delete]</c>: a job's results from the job store (waiting while it runs), as often as
+/// wanted; <c>--delete</c> removes the job and its results from the store. Reads the store (<c>--store</c>) or a worker's job
+/// API (<c>--api</c>), never the broker.
+/// </summary>
 public static class ResultsCommand
 {
     /// <summary>The command-line form (tests, scripts): parsed as <c>fleet results ARGS</c>, errors printed and mapped to exit codes.</summary>
     public static int Run(string[] args, TextWriter stdout) => Parsing.FleetCli.Run(["results", .. args], stdout, Console.Error, CancellationToken.None);
 
-    public const string Description = "Collect the results of a job submitted with --no-wait (needs a broker).";
+    public const string Description =
+        "Read a job's results from the job store (waiting while it runs), as often as wanted; --delete removes the job and its results. " +
+        "Reads the store (--store, Store:ConnectionString) or a worker's job API (--api), not the broker.";
 
     public static int Run(ResultsOptions o, TextWriter stdout, CancellationToken cancel = default)
     {
+        if (o.Delete && o.Out is not null) throw new UsageException("--out is not used with --delete (it deletes the job and writes nothing)");
+        if (o.Delete && o.Timeout is not null) throw new UsageException("--timeout is not used with --delete (it does not wait)");
         using var run = RunScope.Start(o.Timeout, cancel);
         using var output = o.Out is null ? null : AtomicFile.Create(o.Out, "--out");
-        using var host = FleetHost.Build(o.Fleet, consumeJobs: null, LogLevel.Warning);
-        if (!FleetHost.UsesRabbitMq(host)) throw new UsageException("fleet results needs a broker (--transport rabbitmq)");
+        using var host = FleetHost.Build(o.Fleet, consumeJobs: false, LogLevel.Warning);
+        var store = host.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<AttributionFleet.Worker.Store.StoreOptions>>().Value;
+        if (!FleetHost.UsesRabbitMq(host) && string.IsNullOrWhiteSpace(store.ConnectionString) && string.IsNullOrWhiteSpace(store.Api))
+            throw new UsageException("fleet results reads the job store: give --store CONNECTION_STRING or --api URL " +
+                "(with the in-memory transport and no store configured, a job's store is a temporary file that ends with its process)");
         try
         {
             return Run().GetAwaiter().GetResult();
         }
         catch (OperationCanceledException) when (run.Token.IsCancellationRequested)
         {
-            throw new FleetStoppedException($"stopped ({run.Reason}) before job {o.JobId} was collected; its results stay queued: fleet results {o.JobId} --out FILE");
+            throw new FleetStoppedException($"stopped ({run.Reason}) before job {o.JobId} was collected; it stays in the job store: fleet results {o.JobId} --out FILE");
         }
 
+        // Reading needs the store (or the job API), not the broker: the host is not started.
         async Task<int> Run()
         {
-            await FleetHost.EnsureBrokerReachable(host, o.Fleet.ConnectTimeout, run.Token);
-            await host.StartAsync(run.Token);
-            try
+            var client = host.Services.GetRequiredService<FleetClient>();
+            if (o.Delete)
             {
-                return await Collect(host.Services.GetRequiredService<FleetClient>(), o.JobId, output, stdout, null, null, run);
+                bool deleted = await client.Delete(o.JobId, run.Token);
+                Parsing.FleetCli.Error.WriteLine(deleted ? $"job {o.JobId} deleted" : $"job {o.JobId} is not in the job store ({client.Source})");
+                return deleted ? 0 : 1;
             }
-            finally
+            if (await client.Status(o.JobId, run.Token) is null)
             {
-                using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-                await host.StopAsync(stop.Token);
+                Parsing.FleetCli.Error.WriteLine($"job {o.JobId} is not in the job store ({client.Source}): " +
+                    "not taken by a worker yet, never submitted, or deleted");
+                return 1;
             }
+            return await Collect(client, o.JobId, output, stdout, null, null, run);
         }
     }
 
@@ -97,12 +112,12 @@ public static class ResultsCommand
             string kept = "";
             if (output is not null && written > 0)
             {
-                // These results were acknowledged (gone from the queue): keep them beside the target, never over it.
+                // Keep what was collected beside the target, never over it (the store still has every result).
                 var partial = output.Path + ".partial";
                 output.Commit(partial);
                 kept = $"; the {written} results collected so far are in {partial}";
             }
-            throw new FleetStoppedException($"stopped waiting for job {jobId} ({run.Reason}){kept}; its remaining results stay queued: fleet results {jobId} --out FILE");
+            throw new FleetStoppedException($"stopped waiting for job {jobId} ({run.Reason}){kept}; a broker's workers go on with it and keep its results in the job store: fleet results {jobId} --out FILE");
         }
     }
 

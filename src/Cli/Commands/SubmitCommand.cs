@@ -24,7 +24,8 @@ public static class SubmitCommand
 
     public const string Description =
         "Explain texts as a job through the fleet (--transport inmemory runs a worker in this process: no broker needed); " +
-        "writes one JSON line per text (the fields of explain --json plus id) to --out or stdout.";
+        "writes one JSON line per text (the fields of explain --json plus id) to --out or stdout. The workers keep the results in the job store: " +
+        "read them again with fleet results JOB_ID.";
 
     public static int Run(SubmitOptions o, TextWriter stdout, CancellationToken cancel = default)
     {
@@ -52,12 +53,14 @@ public static class SubmitCommand
         catch (OperationCanceledException) when (run.Token.IsCancellationRequested)
         {
             throw new FleetStoppedException($"stopped ({run.Reason}) before job {job.JobId} was collected" +
-                (o.NoWait ? "" : $"; if it was submitted, its results stay queued: fleet results {job.JobId} --out FILE"));
+                (o.NoWait ? "" : $"; if it was submitted, its results go to the job store: fleet results {job.JobId} --out FILE"));
         }
     }
 
     private static async Task<int> Run(IHost host, SubmitAttributionJob job, SubmitOptions o, AtomicFile? output, TextWriter stdout, RunScope run)
     {
+        // A job over Limits:MaxMessageBytes is refused before anything connects, starts or is sent (JobTooLargeException: exit 1).
+        host.Services.GetRequiredService<FleetClient>().CheckSize(job);
         await FleetHost.EnsureBrokerReachable(host, o.Fleet.ConnectTimeout, run.Token).ConfigureAwait(false);
         await host.StartAsync(run.Token);
         try

@@ -120,6 +120,8 @@ public static class FleetCli
             OutputFileException o => (1, o.Message),
             Report.ResultsFormatException f => (2, f.Message),
             FleetUnavailableException f => (3, f.Message),
+            JobTooLargeException t => (1, t.Message),
+            AttributionFleet.Worker.Hosting.FleetConfigurationException c => (2, c.Message),
             FleetStoppedException s => (3, s.Message),
             OperationCanceledException when cancel.IsCancellationRequested => (3, "stopped by a signal"),
             _ => (70, $"unexpected error (a bug, please report it with the command line; FLEET_DEBUG=1 prints the stack): {e.GetType().Name}: {e.Message}"),
@@ -158,7 +160,7 @@ public static class FleetCli
             o.Texts, o.Input, o.Model, o.Method, o.Target, o.Output, o.SoftmaxRule, o.Precision, o.Steps, o.Integration, o.Samples,
             o.Reference, o.BatchSize, o.MaxLength, o.DeltaThreshold, o.RelativeDeltaThreshold, o.Faithfulness, o.WeakReferenceThreshold,
             o.TextsPerBatch, o.Out, o.NoWait,
-            o.Timeout, o.ConnectTimeout, o.Verbose, o.JobId, o.Transport, o.RabbitMq, o.Config, o.ModelPath,
+            o.Timeout, o.ConnectTimeout, o.Verbose, o.JobId, o.Transport, o.RabbitMq, o.Store, o.Api, o.Config, o.ModelPath,
         };
         submit.SetAction(p => SubmitCommand.Run(new SubmitOptions(
             p.GetValue(o.Model), o.Flags(p), p.GetValue(o.DeltaThreshold), p.GetValue(o.RelativeDeltaThreshold), p.GetValue(o.TextsPerBatch),
@@ -169,14 +171,14 @@ public static class FleetCli
         var jobId = new Argument<Guid>("job-id") { Description = "The job id fleet submit --no-wait printed (a GUID)." };
         var results = new Command("results", ResultsCommand.Description + "\n" + ExitCodes)
         {
-            jobId, o.Out, o.Timeout, o.ConnectTimeout, o.Transport, o.RabbitMq, o.Config, o.Model, o.ModelPath,
+            jobId, o.Out, o.Timeout, o.Delete, o.Store, o.Api, o.Transport, o.RabbitMq, o.Config,
         };
-        results.SetAction(p => ResultsCommand.Run(new ResultsOptions(p.GetValue(jobId), p.GetValue(o.Out), Seconds(p.GetValue(o.Timeout)), o.Connection(p)), stdout, cancel));
+        results.SetAction(p => ResultsCommand.Run(new ResultsOptions(p.GetValue(jobId), p.GetValue(o.Out), Seconds(p.GetValue(o.Timeout)), p.GetValue(o.Delete), o.Connection(p)), stdout, cancel));
         root.Subcommands.Add(results);
 
         var worker = new Command("worker", WorkerCommand.Description + "\n" + ExitCodes)
         {
-            o.Transport, o.RabbitMq, o.Config, o.Model, o.ModelPath, o.ConnectTimeout, o.HealthPort, o.Concurrency, o.Device,
+            o.Transport, o.RabbitMq, o.Store, o.Config, o.Model, o.ModelPath, o.ConnectTimeout, o.HealthPort, o.Concurrency, o.Device,
         };
         worker.SetAction(p => WorkerCommand.Run(new WorkerRunOptions(p.GetValue(o.HealthPort), p.GetValue(o.Concurrency), p.GetValue(o.Device), o.Connection(p)), stdout, cancel));
         root.Subcommands.Add(worker);

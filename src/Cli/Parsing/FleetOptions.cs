@@ -148,6 +148,17 @@ public sealed class FleetOptions
         Description = "Register folder DIR under the --model id (in-process worker).",
         HelpName = "DIR",
     };
+    public readonly Option<string?> Store = new("--store")
+    {
+        Description = "Job store connection string: Data Source=FILE.db (SQLite) or Host=…;Database=… (PostgreSQL). Default: Store:ConnectionString of the configuration, else SQLite: ~/.cache/attributionfleet/jobs.db with rabbitmq, a temporary file of this process with inmemory.",
+        HelpName = "CONNECTION_STRING",
+    };
+    public readonly Option<string?> Api = new("--api")
+    {
+        Description = "Read jobs through a worker's job API (http://worker:8080) instead of opening the store (clients without database credentials).",
+        HelpName = "URL",
+    };
+    public readonly Option<bool> Delete = new("--delete") { Description = "Delete the job and its results from the job store instead of reading them." };
     public readonly Option<double> ConnectTimeout = new("--connect-timeout")
     {
         Description = "Give up connecting to the broker after SECONDS (exit 3, naming the host).",
@@ -235,6 +246,17 @@ public sealed class FleetOptions
             if (!Uri.TryCreate(v, UriKind.Absolute, out var uri) || uri.Scheme is not ("amqp" or "amqps") || string.IsNullOrEmpty(uri.Host))
                 r.AddError($"--rabbitmq '{Redact(v)}': expected a URL like amqp://user:pass@host:5672/vhost");
         });
+        Api.Validators.Add(r =>
+        {
+            var v = r.GetValueOrDefault<string?>();
+            if (v is null) return;
+            if (!Uri.TryCreate(v, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || string.IsNullOrEmpty(uri.Host))
+                r.AddError($"--api '{Redact(v)}': expected a URL like http://worker:8080");
+        });
+        Store.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<string?>() is { } v && string.IsNullOrWhiteSpace(v)) r.AddError("--store needs a connection string");
+        });
         foreach (var seconds in new Option[] { ConnectTimeout, Timeout })
             seconds.Validators.Add(r =>
             {
@@ -251,7 +273,7 @@ public sealed class FleetOptions
 
     public FleetConnection Connection(ParseResult p) => new(
         p.GetValue(Transport), p.GetValue(RabbitMq), p.GetValue(Config), p.GetValue(ModelPath), p.GetValue(Model),
-        TimeSpan.FromSeconds(p.GetValue(ConnectTimeout)));
+        TimeSpan.FromSeconds(p.GetValue(ConnectTimeout)), p.GetValue(Store), p.GetValue(Api));
 
     /// <summary>A URL for messages, its password hidden.</summary>
     public static string Redact(string url) =>
@@ -327,5 +349,6 @@ public sealed record ExplainFlags(
     };
 }
 
-/// <summary>How a command reaches the fleet.</summary>
-public sealed record FleetConnection(string? Transport, string? RabbitMq, string? Config, string? ModelPath, string? ModelId, TimeSpan ConnectTimeout);
+/// <summary>How a command reaches the fleet: the broker, and the job store (<see cref="Store"/>) or a worker's job API (<see cref="Api"/>).</summary>
+public sealed record FleetConnection(string? Transport, string? RabbitMq, string? Config, string? ModelPath, string? ModelId, TimeSpan ConnectTimeout,
+    string? Store = null, string? Api = null);

@@ -1,158 +1,149 @@
-using System.Diagnostics;
+using System.Data.Common;
+using System.Runtime.CompilerServices;
 using AttributionFleet.Contracts.V1;
 using AttributionFleet.Worker.Hosting;
-using AttributionFleet.Worker.Telemetry;
+using AttributionFleet.Worker.Store;
 using MassTransit;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
 namespace AttributionFleet.Worker.Client;
 
-/// <summary>How a collected job ended: <see cref="Completed"/> or <see cref="Failed"/>.</summary>
+/// <summary>How a job ended: <see cref="Completed"/> or <see cref="Failed"/>.</summary>
 public sealed record JobOutcome(AttributionJobCompleted? Completed, AttributionJobFailed? Failed)
 {
     public bool Succeeded => Completed is not null;
 }
 
-/// <summary>Progress of a job being collected.</summary>
+/// <summary>Progress of a job.</summary>
 public sealed record JobProgress(int TextsDone, int TextCount, int BatchesDone, int BatchCount);
 
-/// <summary>Submits jobs and collects their results from the durable per-job result queue.</summary>
-public sealed class FleetClient(IBus bus, IReceiveEndpointConnector connector, IOptions<WorkerOptions> worker, ResultQueueCleaner cleaner,
-    FleetMetrics metrics)
+/// <summary>
+/// The one client API of the fleet (used by <c>fleet submit</c>, <c>fleet results</c>, tests and benchmarks): submits jobs to the
+/// job queue and reads status, progress and results from the job store, where the workers put them. Reading changes nothing,
+/// so any number of readers may read a job, any number of times, while it runs or after it ended (until retention deletes it).
+/// Jobs are read from the store directly, or through a worker's job API when <c>Store:Api</c> is set (no database credentials).
+/// </summary>
+public sealed class FleetClient(IBus bus, IJobReader store, IOptions<WorkerOptions> worker, IOptions<StoreOptions> storeOptions,
+    IOptions<RabbitMqOptions> rabbit, IOptions<LimitsOptions> limits, ILogger<FleetClient> log)
 {
-    public async Task Submit(SubmitAttributionJob job, CancellationToken cancellationToken = default)
+    private static readonly System.Text.Json.JsonSerializerOptions SizeJson = new(System.Text.Json.JsonSerializerDefaults.Web);
+
+    /// <summary>The serialized size of the job as the worker's planner measures it; over <c>Limits:MaxMessageBytes</c> it is never sent
+    /// (a message the workers cannot take must not enter the queue).</summary>
+    public long CheckSize(SubmitAttributionJob job)
     {
-        var jobs = await bus.GetSendEndpoint(new Uri($"queue:{worker.Value.JobQueue}"));
-        await jobs.Send(job, cancellationToken);
+        long bytes = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(job, SizeJson).LongLength;
+        if (bytes > limits.Value.MaxMessageBytes) throw new JobTooLargeException(bytes, limits.Value.MaxMessageBytes);
+        return bytes;
     }
 
+    /// <summary>Sends the job to the job queue (after <see cref="CheckSize"/>); a broker that does not take it within <c>RabbitMq:ConnectTimeoutSeconds</c> is
+    /// <see cref="FleetUnavailableException"/>.</summary>
+    public async Task Submit(SubmitAttributionJob job, CancellationToken cancellationToken = default)
+    {
+        CheckSize(job);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        int seconds = Math.Max(1, rabbit.Value.ConnectTimeoutSeconds);
+        timeout.CancelAfter(TimeSpan.FromSeconds(seconds));
+        try
+        {
+            var jobs = await bus.GetSendEndpoint(new Uri($"queue:{worker.Value.JobQueue}"));
+            await jobs.Send(job, timeout.Token);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new FleetUnavailableException(BrokerName, $"the job was not accepted within {seconds} s (RabbitMq:ConnectTimeoutSeconds){BrokerCause()}");
+        }
+    }
+
+    private string BrokerName => worker.Value.UsesRabbitMq ? $"RabbitMQ {rabbit.Value}" : "the in-memory bus";
+
+    private string BrokerCause()
+    {
+        if (bus is not IBusControl control) return "";
+        var health = control.CheckHealth();
+        var reason = health.Endpoints.Values.Select(e => e.Exception?.GetBaseException().Message).FirstOrDefault(m => m is not null)
+            ?? (health.Status == BusHealthStatus.Healthy ? null : health.Description);
+        return reason is null ? "" : ": " + reason.ReplaceLineEndings(" ");
+    }
+
+    /// <summary>Where jobs are read from (for messages).</summary>
+    public string Source => store.Describe;
+
+    /// <summary>The job's state, or null when the store does not know it (not yet taken by a worker, never submitted, or deleted).</summary>
+    public Task<JobStatus?> Status(Guid jobId, CancellationToken cancellationToken = default) =>
+        Read(ct => store.Get(jobId, ct), cancellationToken);
+
+    /// <summary>Every stored result of the job, batch by batch (each text once).</summary>
+    public async IAsyncEnumerable<TextAttribution> Results(Guid jobId, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await using var e = store.Results(jobId, cancellationToken).GetAsyncEnumerator(cancellationToken);
+        while (true)
+        {
+            bool more;
+            try
+            {
+                more = await e.MoveNextAsync();
+            }
+            catch (DbException x)
+            {
+                throw new FleetUnavailableException(store.Describe, x.Message.ReplaceLineEndings(" "), x);
+            }
+            if (!more) yield break;
+            yield return e.Current;
+        }
+    }
+
+    /// <summary>Deletes the job and its results from the store; false when it was not there.</summary>
+    public Task<bool> Delete(Guid jobId, CancellationToken cancellationToken = default) => Read(ct => store.Delete(jobId, ct), cancellationToken);
+
     /// <summary>
-    /// Consumes the job's result queue until every batch has arrived (then publishes <see cref="AttributionJobCompleted"/>)
-    /// or the job failed. Each batch is handed to <paramref name="onBatch"/> before it is acknowledged, exactly once per
-    /// batch index (redelivered duplicates are dropped). The queue is deleted once the job is over.
+    /// Waits until the job ended, handing each stored batch to <paramref name="onBatch"/> once, as it appears in the store.
+    /// A job the store does not know yet is waited for (it may still be in the job queue); cancel to stop waiting, which
+    /// changes nothing about the job.
     /// </summary>
     public async Task<JobOutcome> Collect(Guid jobId, Func<AttributionBatchCompleted, Task> onBatch, Action<JobProgress>? progress = null,
         CancellationToken cancellationToken = default)
     {
-        var collector = new JobResultCollector(onBatch, progress, metrics);
-        var queue = FleetAddresses.ResultQueue(jobId);
-        var handle = connector.ConnectReceiveEndpoint(queue, (_, e) =>
+        var seen = new HashSet<int>();
+        var poll = TimeSpan.FromMilliseconds(Math.Max(10, storeOptions.Value.PollIntervalMs));
+        JobProgress? last = null;
+        while (true)
         {
-            // Only what is sent to this queue: no bindings to the (shared) event exchanges.
-            e.ConfigureConsumeTopology = false;
-            e.PrefetchCount = 16;
-            e.ConcurrentMessageLimit = 1;
-            e.Handler<AttributionJobAccepted>(c => collector.OnAccepted(c.Message));
-            e.Handler<AttributionBatchCompleted>(collector.OnBatch);
-            e.Handler<AttributionJobFailed>(c => collector.OnFailed(c.Message));
-        });
-        JobOutcome outcome;
+            var status = await Status(jobId, cancellationToken);
+            if (status is not null)
+            {
+                // Status first, then the batches: a job seen ended has all its batches stored already.
+                var indexes = await Read(ct => store.BatchIndexes(jobId, ct), cancellationToken);
+                foreach (var index in indexes.Where(i => !seen.Contains(i)))
+                {
+                    var batch = await Read(ct => store.Batch(jobId, index, ct), cancellationToken);
+                    if (batch is null) continue; // deleted meanwhile
+                    await onBatch(batch);
+                    seen.Add(index);
+                }
+                var now = new JobProgress(status.IsFinished ? status.TextsDone : Math.Max(status.TextsDone, 0), status.TextCount, seen.Count, status.BatchCount);
+                if (now != last) progress?.Invoke(last = now);
+                if (status.Completed is { } c) return new JobOutcome(c, null);
+                if (status.Failed is { } f) return new JobOutcome(null, f);
+            }
+            await Task.Delay(poll, cancellationToken);
+        }
+    }
+
+    /// <summary>A read, retried while the store is briefly unavailable (up to <c>Store:ConnectTimeoutSeconds</c>), then one line naming it.</summary>
+    private async Task<T> Read<T>(Func<CancellationToken, Task<T>> call, CancellationToken cancellationToken)
+    {
+        var options = storeOptions.Value;
         try
         {
-            await handle.Ready.WaitAsync(cancellationToken);
-            outcome = await collector.Outcome.WaitAsync(cancellationToken);
+            return await StoreRetry.Run(call, new StoreOptions { UnavailableRetrySeconds = options.ConnectTimeoutSeconds }, log, cancellationToken,
+                retryRefusals: false);
         }
-        finally
+        catch (DbException e)
         {
-            await handle.StopAsync(CancellationToken.None);
+            throw new FleetUnavailableException(store.Describe, e.Message.ReplaceLineEndings(" "), e);
         }
-        await cleaner.Delete(queue);
-        return outcome;
-    }
-}
-
-/// <summary>
-/// The collector's state for one job, only in memory: every result is in the durable queue until this collector has
-/// handled it. Handlers run one at a time (ConcurrentMessageLimit = 1).
-/// </summary>
-internal sealed class JobResultCollector(Func<AttributionBatchCompleted, Task> onBatch, Action<JobProgress>? progress, FleetMetrics? metrics = null)
-{
-    private readonly HashSet<int> _seen = new();
-    private readonly List<double> _absDeltas = new();
-    private readonly List<TextFaithfulness> _faithfulness = new();
-    private int? _weakReferences;
-    private readonly Stopwatch _watch = Stopwatch.StartNew();
-    private int _overThreshold, _textsDone, _duplicates, _batchCount = -1, _textCount = -1;
-    private double? _threshold;
-    private DateTimeOffset _submittedAt;
-    private string _modelId = "";
-
-    public TaskCompletionSource<JobOutcome> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    public Task<JobOutcome> Outcome => Completion.Task;
-
-    public Task OnAccepted(AttributionJobAccepted m)
-    {
-        if (_batchCount < 0)
-        {
-            _batchCount = m.BatchCount;
-            _textCount = m.TextCount;
-            _modelId = m.ModelId;
-            progress?.Invoke(new JobProgress(_textsDone, _textCount, _seen.Count, _batchCount));
-        }
-        return Task.CompletedTask;
-    }
-
-    public Task OnFailed(AttributionJobFailed m)
-    {
-        if (Completion.TrySetResult(new JobOutcome(null, m)))
-            metrics?.JobFinished(_modelId.Length == 0 ? "unknown" : _modelId, "failed", _submittedAt == default ? _watch.Elapsed : DateTimeOffset.UtcNow - _submittedAt);
-        return Task.CompletedTask;
-    }
-
-    public async Task OnBatch(ConsumeContext<AttributionBatchCompleted> context)
-    {
-        var m = context.Message;
-        if (Outcome.IsCompleted) return;
-        if (!_seen.Add(m.BatchIndex))
-        {
-            _duplicates++;
-            return;
-        }
-        await onBatch(m);
-        _batchCount = m.BatchCount;
-        _textCount = m.TextCount;
-        _threshold = m.DeltaThreshold;
-        _submittedAt = m.SubmittedAt;
-        _modelId = m.ModelId;
-        _textsDone += m.Results.Count;
-        foreach (var r in m.Results)
-        {
-            _absDeltas.Add(Math.Abs(r.Delta));
-            if (r.OverThreshold) _overThreshold++;
-            if (r.Faithfulness is { } f) _faithfulness.Add(f);
-            if (r.WeakReference is { } weak) _weakReferences = (_weakReferences ?? 0) + (weak ? 1 : 0);
-        }
-        progress?.Invoke(new JobProgress(_textsDone, _textCount, _seen.Count, _batchCount));
-        if (_seen.Count < _batchCount) return;
-        var completed = new AttributionJobCompleted
-        {
-            JobId = m.JobId,
-            ModelId = _modelId,
-            TextCount = _textsDone,
-            BatchCount = _batchCount,
-            DuplicateBatches = _duplicates,
-            Delta = Summary(),
-            WallMilliseconds = _submittedAt == default ? _watch.Elapsed.TotalMilliseconds : (DateTimeOffset.UtcNow - _submittedAt).TotalMilliseconds,
-            CompletedAt = DateTimeOffset.UtcNow,
-            Faithfulness = Models.ResultExtras.Summarize(_faithfulness),
-            WeakReferences = _weakReferences,
-        };
-        await context.Publish(completed);
-        if (Completion.TrySetResult(new JobOutcome(completed, null)))
-            metrics?.JobFinished(_modelId, "completed", TimeSpan.FromMilliseconds(completed.WallMilliseconds));
-    }
-
-    private DeltaSummary Summary()
-    {
-        var sorted = _absDeltas.Where(d => !double.IsNaN(d)).OrderBy(d => d).ToList();
-        double P(double q) => sorted.Count == 0 ? 0 : sorted[Math.Min(sorted.Count - 1, (int)Math.Ceiling(q * sorted.Count) - 1)];
-        return new DeltaSummary
-        {
-            Max = _absDeltas.Any(double.IsNaN) ? double.NaN : sorted.LastOrDefault(),
-            Mean = sorted.Count == 0 ? 0 : sorted.Average(),
-            P95 = P(0.95),
-            OverThreshold = _overThreshold,
-            Threshold = _threshold,
-        };
     }
 }

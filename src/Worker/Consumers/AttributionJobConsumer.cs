@@ -2,6 +2,7 @@ using AttributionFleet.Contracts.V1;
 using System.Diagnostics;
 using AttributionFleet.Worker.Hosting;
 using AttributionFleet.Worker.Models;
+using AttributionFleet.Worker.Store;
 using AttributionFleet.Worker.Telemetry;
 using MassTransit;
 using Microsoft.Extensions.Logging;
@@ -10,12 +11,13 @@ using Microsoft.Extensions.Options;
 namespace AttributionFleet.Worker.Consumers;
 
 /// <summary>
-/// Takes a job, checks it and splits it into batches sent to the shared batch queue; the job message is
-/// acknowledged only after every batch and the acceptance are sent (a redelivered job re-sends the same batches,
-/// which the collector de-duplicates by batch index). A job that cannot be done becomes <see cref="AttributionJobFailed"/>.
+/// Takes a job, checks it, admits it to the job store and splits it into batches sent to the shared batch queue; the job
+/// message is acknowledged only after every batch is sent. A redelivered job (a worker killed mid-split) or the same job id
+/// submitted again is the same stored job: its batches are sent again and stored once (the store's key is (job, batch)).
+/// A job that cannot be done is failed in the store and announced as <see cref="AttributionJobFailed"/>, once.
 /// </summary>
-public sealed class AttributionJobConsumer(JobPlanner planner, IOptions<WorkerOptions> worker, ModelRegistry registry, FleetMetrics metrics,
-    ILogger<AttributionJobConsumer> log)
+public sealed class AttributionJobConsumer(JobPlanner planner, IJobStore store, JobOutcomes outcomes, IOptions<WorkerOptions> worker,
+    IOptions<StoreOptions> storeOptions, ModelRegistry registry, FleetMetrics metrics, ILogger<AttributionJobConsumer> log)
     : IConsumer<SubmitAttributionJob>
 {
     public async Task Consume(ConsumeContext<SubmitAttributionJob> context)
@@ -35,23 +37,35 @@ public sealed class AttributionJobConsumer(JobPlanner planner, IOptions<WorkerOp
             log.LogWarning("Job {JobId} failed: {Reason} {Field}: {Message}", job.JobId, rejected.ReasonCode, rejected.Field, rejected.Message);
             metrics.JobTaken(model, "rejected");
             metrics.JobFailed(model, FleetMetrics.FailureReason(rejected.ReasonCode));
-            await JobFailures.Fail(context, job.JobId, rejected);
+            await outcomes.Fail(context, job.JobId, job.ModelId ?? "", rejected, atAdmission: true);
             return;
+        }
+        var submitted = batches[0].SubmittedAt;
+        var admission = await StoreRetry.Run(ct => store.Admit(new NewJob(job.JobId, job.ModelId, JobFingerprint.Of(job), job.Texts.Count, batches.Count,
+            batches[0].DeltaThreshold, batches[0].RelativeDeltaThreshold, submitted), ct), storeOptions.Value, log, context.CancellationToken);
+        switch (admission)
+        {
+            case Admission.Conflict:
+                log.LogWarning("Job {JobId} refused: the id is taken by a job with other texts or options; the stored job is left as it is", job.JobId);
+                metrics.JobTaken(model, "rejected");
+                return;
+            case Admission.Finished:
+                log.LogInformation("Job {JobId} is already finished: nothing to send", job.JobId);
+                await outcomes.Publish(context, job.JobId, await StoreRetry.Run(ct => store.PendingOutcome(job.JobId, ct), storeOptions.Value, log, context.CancellationToken));
+                return;
         }
         var batchQueue = await context.GetSendEndpoint(new Uri($"queue:{worker.Value.BatchQueue}"));
         foreach (var batch in batches) await batchQueue.Send(batch, context.CancellationToken);
-        var accepted = new AttributionJobAccepted
+        await context.Publish(new AttributionJobAccepted
         {
             JobId = job.JobId,
             ModelId = job.ModelId,
             TextCount = job.Texts.Count,
             BatchCount = batches.Count,
             AcceptedAt = DateTimeOffset.UtcNow,
-        };
-        var results = await context.GetSendEndpoint(JobFailures.ResultAddress(job.JobId));
-        await results.Send(accepted, context.CancellationToken);
-        await context.Publish(accepted, context.CancellationToken);
+        }, context.CancellationToken);
         metrics.JobTaken(model, "accepted");
-        log.LogInformation("Job {JobId}: {Texts} texts for model {ModelId} in {Batches} batches", job.JobId, job.Texts.Count, job.ModelId, batches.Count);
+        log.LogInformation("Job {JobId}: {Texts} texts for model {ModelId} in {Batches} batches{Again}", job.JobId, job.Texts.Count, job.ModelId, batches.Count,
+            admission == Admission.Running ? " (already admitted: batches sent again, stored once)" : "");
     }
 }

@@ -3,6 +3,7 @@ using AttributionFleet.Worker.Client;
 using AttributionFleet.Worker.Consumers;
 using AttributionFleet.Worker.Health;
 using AttributionFleet.Worker.Models;
+using AttributionFleet.Worker.Store;
 using AttributionFleet.Worker.Telemetry;
 using MassTransit;
 using Microsoft.Extensions.Configuration;
@@ -26,6 +27,7 @@ public static class FleetHostingExtensions
         services.AddFleetTelemetry(configuration);
         var worker = configuration.GetSection(WorkerOptions.Section).Get<WorkerOptions>() ?? new WorkerOptions();
         var rabbit = configuration.GetSection(RabbitMqOptions.Section).Get<RabbitMqOptions>() ?? new RabbitMqOptions();
+        services.AddHostedService<BrokerLoginGate>(); // before the bus: it starts only once the broker takes the login
         services.AddMassTransit(x => x.AddFleetBus(worker, rabbit));
         services.Configure<MassTransitHostOptions>(o =>
         {
@@ -42,19 +44,29 @@ public static class FleetHostingExtensions
         services.Configure<WorkerOptions>(configuration.GetSection(WorkerOptions.Section));
         services.Configure<RabbitMqOptions>(configuration.GetSection(RabbitMqOptions.Section));
         services.Configure<LimitsOptions>(configuration.GetSection(LimitsOptions.Section));
+        services.Configure<StoreOptions>(configuration.GetSection(StoreOptions.Section));
         services.Configure<ModelsOptions>(o => configuration.GetSection(ModelsOptions.Section).Bind(o.Models));
         services.AddFleetMetrics();
         services.TryAddSingleton<ModelRegistry>();
         services.TryAddSingleton<IAttributionEngine, TextAttributionEngine>();
         services.TryAddSingleton<JobPlanner>();
         services.TryAddSingleton<FleetClient>();
-        services.TryAddSingleton<ResultQueueCleaner>();
+        services.TryAddSingleton<IJobStore>(sp => JobStoreFactory.Create(sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<StoreOptions>>().Value,
+            sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<WorkerOptions>>().Value));
+        services.TryAddSingleton<IJobReader>(sp =>
+            sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<StoreOptions>>().Value is { Api: { Length: > 0 } api } o
+                ? new Http.HttpJobReader(api, o.ConnectTimeoutSeconds)
+                : sp.GetRequiredService<IJobStore>());
+        services.TryAddSingleton<JobOutcomes>();
+        services.AddHostedService<JobStoreMigrator>();
+        services.AddHostedService<JobRetention>();
         services.TryAddSingleton<ModelPreloadState>();
         services.AddHostedService<ModelPreloader>();
-        services.AddHostedService<HealthEndpoint>();
+        services.AddHostedService<Http.FleetHttpServer>();
         services.AddHealthChecks()
-            .AddCheck("process", () => HealthCheckResult.Healthy(), tags: new[] { HealthEndpoint.LiveTag })
-            .AddCheck<ModelsReadyHealthCheck>("models", tags: new[] { HealthEndpoint.ReadyTag });
+            .AddCheck("process", () => HealthCheckResult.Healthy(), tags: new[] { Http.FleetHttpServer.LiveTag })
+            .AddCheck<ModelsReadyHealthCheck>("models", tags: new[] { Http.FleetHttpServer.ReadyTag })
+            .AddCheck<JobStoreHealthCheck>("store", tags: new[] { Http.FleetHttpServer.ReadyTag });
         return services;
     }
 
@@ -72,7 +84,7 @@ public static class FleetHostingExtensions
         }
         if (worker.UsesRabbitMq)
         {
-            var r = rabbit.Resolved();
+            var r = rabbit.Validated();
             x.UsingRabbitMq((context, cfg) =>
             {
                 cfg.Host(r.Host, (ushort)r.Port, r.VirtualHost, h =>
@@ -80,6 +92,8 @@ public static class FleetHostingExtensions
                     h.Username(r.Username);
                     h.Password(r.Password);
                     h.Heartbeat(r.HeartbeatSeconds);
+                    h.MaxMessageSize(r.MaxMessageBytes);
+                    h.RequestedConnectionTimeout(TimeSpan.FromSeconds(Math.Max(1, r.ConnectTimeoutSeconds)));
                     if (r.UseTls)
                         h.UseSsl(s =>
                         {

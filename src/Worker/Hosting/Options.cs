@@ -31,8 +31,10 @@ public sealed class WorkerOptions
     public long ModelMemoryBudgetMB { get; set; } = 4096;
     /// <summary>Load every configured model at start (readiness waits for it).</summary>
     public bool PreloadModels { get; set; } = true;
-    /// <summary>Port of the HTTP health endpoint (/health/live, /health/ready) on localhost; 0 = none.</summary>
+    /// <summary>Port of the worker's HTTP server (Kestrel): /health/live, /health/ready, /metrics, the job API /jobs; 0 = none.</summary>
     public int HealthPort { get; set; }
+    /// <summary><c>localhost</c> (default: loopback only) or <c>any</c> (every interface: containers and pods, for probes and scrapes).</summary>
+    public string HttpListen { get; set; } = "localhost";
     /// <summary>How long a stopping worker waits for its in-flight batch; past it the batch is returned to the queue unacknowledged.</summary>
     public int ShutdownTimeoutSeconds { get; set; } = 60;
     public string JobQueue { get; set; } = Contracts.V1.FleetAddresses.JobQueue;
@@ -55,17 +57,53 @@ public sealed class RabbitMqOptions
     public string Host { get; set; } = "localhost";
     public int Port { get; set; } = 5672;
     public string VirtualHost { get; set; } = "/";
-    public string Username { get; set; } = "guest";
-    public string Password { get; set; } = "guest";
+    /// <summary>No default: credentials come from configuration, the URL, or <see cref="PasswordFile"/> (never guest/guest).</summary>
+    public string Username { get; set; } = "";
+    public string Password { get; set; } = "";
+    /// <summary>A file whose first line is the password (a mounted secret): not visible in <c>ps</c> or the environment.</summary>
+    public string? PasswordFile { get; set; }
     public bool UseTls { get; set; }
     /// <summary>TLS server name (defaults to Host).</summary>
     public string? TlsServerName { get; set; }
     public ushort HeartbeatSeconds { get; set; } = 10;
+    /// <summary>
+    /// The largest message body this process receives (RabbitMQ.Client's limit, 64 MiB by default). Set the broker's
+    /// <c>max_message_size</c> to the same value (deploy/rabbitmq/rabbitmq.conf): the broker then refuses what no worker could
+    /// take, instead of a message that is redelivered forever. Must be at least <c>Limits:MaxMessageBytes</c> plus the envelope.
+    /// </summary>
+    public uint MaxMessageBytes { get; set; } = 64 * 1024 * 1024;
+    /// <summary>How long a client waits for the broker to take a job before it reports the broker unreachable.</summary>
+    public int ConnectTimeoutSeconds { get; set; } = 30;
 
-    /// <summary>The fields with <see cref="Url"/> applied.</summary>
+    /// <summary>The fields with <see cref="Url"/> and <see cref="PasswordFile"/> applied.</summary>
     public RabbitMqOptions Resolved()
     {
-        if (string.IsNullOrWhiteSpace(Url)) return this;
+        var resolved = WithUrl();
+        if (string.IsNullOrWhiteSpace(PasswordFile)) return resolved;
+        if (!File.Exists(PasswordFile)) throw new FleetConfigurationException($"RabbitMq:PasswordFile not found: {PasswordFile}");
+        resolved.Password = File.ReadLines(PasswordFile).FirstOrDefault()?.Trim() ?? "";
+        return resolved;
+    }
+
+    /// <summary>Refuses to connect without credentials (there is no default user).</summary>
+    public RabbitMqOptions Validated()
+    {
+        var r = Resolved();
+        if (string.IsNullOrWhiteSpace(r.Username))
+            throw new FleetConfigurationException("RabbitMq:Username is not set (nor a user in RabbitMq:Url): there is no default user; " +
+                "give RabbitMq:Username and RabbitMq:Password or RabbitMq:PasswordFile");
+        return r;
+    }
+
+    private RabbitMqOptions WithUrl()
+    {
+        if (string.IsNullOrWhiteSpace(Url))
+            return new RabbitMqOptions
+            {
+                Host = Host, Port = Port, VirtualHost = VirtualHost, Username = Username, Password = Password, UseTls = UseTls,
+                TlsServerName = TlsServerName, HeartbeatSeconds = HeartbeatSeconds, ConnectTimeoutSeconds = ConnectTimeoutSeconds,
+                MaxMessageBytes = MaxMessageBytes,
+            };
         var uri = new Uri(Url);
         var tls = uri.Scheme == "amqps";
         var user = uri.UserInfo.Split(':', 2);
@@ -80,16 +118,21 @@ public sealed class RabbitMqOptions
             UseTls = tls || UseTls,
             TlsServerName = TlsServerName,
             HeartbeatSeconds = HeartbeatSeconds,
+            ConnectTimeoutSeconds = ConnectTimeoutSeconds,
+            MaxMessageBytes = MaxMessageBytes,
         };
     }
 
     /// <summary>For logs: never the password.</summary>
     public override string ToString()
     {
-        var r = Resolved();
+        var r = WithUrl();
         return $"{(r.UseTls ? "amqps" : "amqp")}://{r.Username}@{r.Host}:{r.Port}/{(r.VirtualHost == "/" ? "" : r.VirtualHost)}";
     }
 }
+
+/// <summary>A setting that makes the fleet unusable as given (one line naming it; the worker exits 2).</summary>
+public sealed class FleetConfigurationException(string message) : Exception(message);
 
 /// <summary>One configured model (section <c>Models:&lt;id&gt;</c>).</summary>
 public sealed class ModelOptions

@@ -66,6 +66,7 @@ public static class AttributionRequests
         Id = id,
         Text = e.Text,
         Tokens = e.Tokens,
+        Offsets = e.Offsets.Select(o => new TokenSpan { Start = o.Start, Length = o.Length }).ToList(),
         Scores = e.Scores,
         Prediction = new PredictedLabel { Label = e.Prediction.Label, Index = e.Prediction.Index, Probability = e.Prediction.Probability },
         TargetIndex = e.TargetIndex,

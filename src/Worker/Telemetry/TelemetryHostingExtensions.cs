@@ -35,7 +35,8 @@ public static class TelemetryHostingExtensions
         services.Configure<TelemetryOptions>(configuration.GetSection(TelemetryOptions.Section));
         var t = configuration.GetSection(TelemetryOptions.Section).Get<TelemetryOptions>() ?? new TelemetryOptions();
         var worker = configuration.GetSection(WorkerOptions.Section).Get<WorkerOptions>() ?? new WorkerOptions();
-        bool prometheus = t.PrometheusPort > 0;
+        // /metrics is served by the worker's HTTP server (Kestrel) on either port.
+        bool prometheus = t.PrometheusPort > 0 || worker.HealthPort > 0;
         if (!t.UsesOtlp && !prometheus) return services;
 
         var serviceName = t.ServiceName ?? Assembly.GetEntryAssembly()?.GetName().Name ?? "attribution-fleet";
@@ -50,12 +51,7 @@ public static class TelemetryHostingExtensions
                 m.AddView(instrument => instrument.Meter.Name == "MassTransit"
                     ? new MetricStreamConfiguration { TagKeys = MassTransitTagKeys }
                     : null);
-                if (prometheus)
-                    m.AddPrometheusHttpListener(o =>
-                    {
-                        o.Host = t.ResolvedPrometheusHost();
-                        o.Port = t.PrometheusPort;
-                    });
+                if (prometheus) m.AddPrometheusExporter();
             });
         if (t.UsesOtlp)
         {
@@ -73,6 +69,14 @@ public static class TelemetryHostingExtensions
             else otel.UseOtlpExporter(protocol, new Uri(t.OtlpEndpoint));
         }
         return services;
+    }
+
+    /// <summary>Whether this host exports metrics for Prometheus to scrape (served at /metrics by the HTTP server).</summary>
+    public static bool PrometheusEnabled(IServiceProvider services)
+    {
+        var t = services.GetRequiredService<Microsoft.Extensions.Options.IOptions<TelemetryOptions>>().Value;
+        var w = services.GetRequiredService<Microsoft.Extensions.Options.IOptions<WorkerOptions>>().Value;
+        return t.PrometheusPort > 0 || w.HealthPort > 0;
     }
 
     /// <summary>The meter factory and <see cref="FleetMetrics"/> (no exporter).</summary>

@@ -86,9 +86,17 @@ public sealed class ManifestTests(ITestOutputHelper output)
     public async Task The_compose_file_is_valid_and_the_worker_scales()
     {
         var compose = RepoPaths.Path("docker-compose.yml");
+        // No default passwords: without them the file does not resolve, and the message names the variable.
+        Environment.SetEnvironmentVariable("RABBITMQ_PASSWORD", null);
+        var refused = await Tools.Run(Tools.DockerCompose!, new[] { "-f", compose, "config", "-q" }, RepoPaths.Root);
+        Assert.NotEqual(0, refused.ExitCode);
+        Assert.Contains("RABBITMQ_PASSWORD", refused.Output);
+        Environment.SetEnvironmentVariable("RABBITMQ_PASSWORD", "manifest-test");
+        Environment.SetEnvironmentVariable("POSTGRES_PASSWORD", "manifest-test");
         var check = await Tools.Run(Tools.DockerCompose!, new[] { "-f", compose, "config", "-q" }, RepoPaths.Root);
         output.WriteLine(check.Output);
         Assert.Equal(0, check.ExitCode);
+        Assert.DoesNotContain("guest", File.ReadAllText(compose));
         var services = await Tools.Run(Tools.DockerCompose!, new[] { "-f", compose, "--profile", "gpu", "config", "--services" }, RepoPaths.Root);
         Assert.Equal(0, services.ExitCode);
         foreach (var s in new[] { "rabbitmq", "worker", "worker-cuda", "prometheus", "grafana", "otel-collector" })
@@ -101,6 +109,12 @@ public sealed class ManifestTests(ITestOutputHelper output)
         Assert.False(worker.Children.ContainsKey(new YamlScalarNode("ports")));
         var resolved = await Tools.Run(Tools.DockerCompose!, new[] { "-f", compose, "config" }, RepoPaths.Root);
         Assert.Contains(":/models:ro", resolved.Output);
+        // Published only on loopback, and the worker has a readiness healthcheck.
+        foreach (var service in ((YamlMappingNode)At(doc, "services")).Children)
+            if (((YamlMappingNode)service.Value).Children.TryGetValue(new YamlScalarNode("ports"), out var ports))
+                foreach (var port in ((YamlSequenceNode)ports).Children)
+                    Assert.StartsWith("127.0.0.1:", ((YamlScalarNode)port).Value);
+        Assert.Contains("/health/ready", resolved.Output);
         Assert.Contains("rabbitmq_prometheus", File.ReadAllText(RepoPaths.Path("deploy", "rabbitmq", "enabled_plugins")));
     }
 }

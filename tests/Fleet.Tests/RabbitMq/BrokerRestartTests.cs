@@ -54,7 +54,7 @@ public sealed class BrokerRestartTests(ITestOutputHelper output)
             if (now == 2) Interlocked.CompareExchange(ref firstAfterRestartMs, restarted.ElapsedMilliseconds, -1);
             firstBatch.TrySetResult();
             return Task.CompletedTask;
-        }, null, new CancellationTokenSource(TimeSpan.FromSeconds(60)).Token);
+        }, null, new CancellationTokenSource(TimeSpan.FromSeconds(150)).Token); // a worker may reconnect late (MassTransit's schedule)
         var submitted = Stopwatch.StartNew();
         await client.Submit(job);
 

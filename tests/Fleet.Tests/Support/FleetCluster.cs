@@ -20,11 +20,16 @@ public sealed class FleetCluster : IAsyncDisposable
     public string JobQueue { get; }
     public string BatchQueue { get; }
     public Dictionary<string, string> WorkerSettings { get; }
+    /// <summary>The job store the workers and the client share: a SQLite file of this cluster unless one is given (e.g. PostgreSQL).</summary>
+    public string Store { get; }
+    private readonly string? _storeFile;
 
-    public FleetCluster(string url, int textsPerBatch = 4)
+    public FleetCluster(string url, int textsPerBatch = 4, string? store = null)
     {
         Url = url;
         var tag = Guid.NewGuid().ToString("N")[..10];
+        if (store is null) _storeFile = Path.Combine(Path.GetTempPath(), $"fleet-test-{tag}.db");
+        Store = store ?? $"Data Source={_storeFile}";
         JobQueue = $"fleet-test-{tag}-jobs";
         BatchQueue = $"fleet-test-{tag}-batches";
         WorkerSettings = new Dictionary<string, string>
@@ -37,6 +42,7 @@ public sealed class FleetCluster : IAsyncDisposable
             ["Worker__TorchThreads"] = "1",
             ["Worker__ShutdownTimeoutSeconds"] = "5",
             ["Models__tiny__Path"] = TinyModel.Path,
+            ["Store__ConnectionString"] = Store,
             ["Logging__LogLevel__Default"] = "Information",
             ["Logging__LogLevel__MassTransit"] = "Warning",
         };
@@ -68,6 +74,8 @@ public sealed class FleetCluster : IAsyncDisposable
             ["Worker:ConsumeJobs"] = "false",
             ["Worker:JobQueue"] = JobQueue,
             ["RabbitMq:Url"] = Url,
+            ["Store:ConnectionString"] = Store,
+            ["Store:PollIntervalMs"] = "50",
         }).Build();
         var services = new ServiceCollection();
         services.AddLogging(b => b.SetMinimumLevel(LogLevel.Warning));
@@ -102,6 +110,12 @@ public sealed class FleetCluster : IAsyncDisposable
         {
             await _client.GetRequiredService<IBusControl>().StopAsync(new CancellationTokenSource(TimeSpan.FromSeconds(10)).Token);
             await _client.DisposeAsync();
+        }
+        if (_storeFile is not null)
+        {
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            foreach (var suffix in new[] { "", "-wal", "-shm" })
+                try { File.Delete(_storeFile + suffix); } catch (IOException) { }
         }
     }
 }

@@ -46,7 +46,8 @@ public sealed class PrivateRabbitMqNode : IDisposable
     [DllImport("libc", SetLastError = true)]
     private static extern uint geteuid();
 
-    public PrivateRabbitMqNode()
+    /// <param name="config">rabbitmq.conf content for this node (e.g. <c>max_message_size = …</c>), or null for the defaults.</param>
+    public PrivateRabbitMqNode(string? config = null)
     {
         var tag = Guid.NewGuid().ToString("N")[..8];
         _root = Path.Combine(Path.GetTempPath(), $"fleet-rabbit-{tag}");
@@ -57,6 +58,7 @@ public sealed class PrivateRabbitMqNode : IDisposable
         Directory.CreateDirectory(Path.Combine(_root, "mnesia"));
         Directory.CreateDirectory(Path.Combine(_root, "log"));
         File.WriteAllText(Path.Combine(_root, "enabled_plugins"), "[].");
+        if (config is not null) File.WriteAllText(Path.Combine(_root, "rabbitmq.conf"), config);
     }
 
     /// <summary>Everything the node printed (both starts), for failure messages.</summary>
@@ -83,6 +85,7 @@ public sealed class PrivateRabbitMqNode : IDisposable
             ["RABBITMQ_ENABLED_PLUGINS_FILE"] = Path.Combine(_root, "enabled_plugins"),
             ["RABBITMQ_PID_FILE"] = Path.Combine(_root, "rabbit.pid"),
             ["ERL_EPMD_PORT"] = _epmdPort.ToString(),
+            ["RABBITMQ_CONFIG_FILE"] = Path.Combine(_root, "rabbitmq.conf"),
         }, "rabbit");
         var deadline = DateTime.UtcNow + timeout;
         while (DateTime.UtcNow < deadline)
