@@ -147,11 +147,7 @@ public static class TrainDefaultCommand
         foreach (var bucket in TextExplainer.Buckets(tokenized, 32))
         {
             using var scope = NewDisposeScope();
-            int length = tokenized[bucket[0]].Ids.Length;
-            var data = new long[bucket.Count * length];
-            for (int j = 0; j < bucket.Count; j++)
-                for (int t = 0; t < length; t++) data[j * length + t] = tokenized[bucket[j]].Ids[t];
-            var ids = tensor(data, dtype: ScalarType.Int64).reshape(bucket.Count, length).to(model.Device);
+            var ids = TextExplainer.IdsTensor(bucket.Select(i => tokenized[i]).ToList()).to(model.Device);
             var best = model.Logits(ids, ones_like(ids)).argmax(1).cpu().data<long>().ToArray();
             for (int j = 0; j < bucket.Count; j++) result[bucket[j]] = model.Config.Labels[(int)best[j]];
         }

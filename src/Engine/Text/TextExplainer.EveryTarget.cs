@@ -19,15 +19,7 @@ public sealed partial class TextExplainer
         var model = Model.For(precision);
         // The head decides what each class's scalar is (multi-label: the label's logit or sigmoid; regression: the value).
         var (outputKind, outputName) = HeadOutputs.Resolve(model.Problem, request.ParseOutput(), request.Output);
-        var options = new MethodOptions
-        {
-            Output = outputKind,
-            SoftmaxRule = request.ParseSoftmaxRule(),
-            Steps = request.Steps,
-            Integration = request.ParseIntegration(),
-            Samples = request.Samples,
-            PassMemoryBytes = request.PassMemoryMB is int mb ? (long)mb << 20 : null,
-        };
+        var options = MethodOptionsFor(request, outputKind);
         PrecisionSupport.Check(precision, Model.Device.type == TorchSharp.DeviceType.CUDA);
         if (!model.HasClassifier)
             throw new AttributionRequestException("target", "target 'all' explains every output of a head; this model is a bare encoder: name an output dimension as target");
@@ -58,9 +50,7 @@ public sealed partial class TextExplainer
                 var t = items[j];
                 var classes = perClass.Select((o, c) =>
                 {
-                    double change = Math.Abs(o.Fx[j] - o.Fx0[j]);
-                    double rel = o.Delta[j] == 0 ? 0 : Math.Abs(o.Delta[j]) / Math.Max(change, 1e-300);
-                    return new ClassAttribution(c, LabelOf(c), o.Scores[j], o.Fx[j], o.Fx0[j], o.Delta[j], rel);
+                    return new ClassAttribution(c, LabelOf(c), o.Scores[j], o.Fx[j], o.Fx0[j], o.Delta[j], RelativeDelta(o.Fx[j], o.Fx0[j], o.Delta[j]));
                 }).ToList();
                 var prediction = MakePrediction(logitRows[j], probs?[j], model);
                 var main = classes[prediction.Index];

@@ -65,16 +65,7 @@ public sealed partial class TextExplainer
         var precision = request.ParsePrecision();
         var model = Model.For(precision);
         var (outputKind, outputName) = HeadOutputs.Resolve(model.Problem, request.ParseOutput(), request.Output);
-        var options = new MethodOptions
-        {
-            Output = outputKind,
-            SoftmaxRule = request.ParseSoftmaxRule(),
-            Steps = request.Steps,
-            Integration = request.ParseIntegration(),
-            Samples = request.Samples,
-            PassMemoryBytes = request.PassMemoryMB is int mb ? (long)mb << 20 : null,
-            ReferenceCache = ReferenceCacheFor(request),
-        };
+        var options = MethodOptionsFor(request, outputKind) with { ReferenceCache = ReferenceCacheFor(request) };
         PrecisionSupport.Check(precision, Model.Device.type == TorchSharp.DeviceType.CUDA);
         if (!model.HasClassifier && request.Target is null)
             throw new AttributionRequestException("target", "this model has no classifier: name an output dimension as target");
@@ -104,22 +95,7 @@ public sealed partial class TextExplainer
                 span?.SetTag("engine.tokens", length);
                 output = method.Attribute(model, new AttributionBatch(ids, mask, references, targets), options);
             }
-            var logitRows = Rows(output.Logits);
-            var probs = HeadOutputs.Probabilities(output.Logits, model.Problem) is { } pr ? Rows(pr) : null;
-            var scores = Rows(output.Scores);
-            var fx = output.Fx.data<double>().ToArray();
-            var fx0 = output.Fx0.data<double>().ToArray();
-            var delta = output.Delta.data<double>().ToArray();
-            for (int j = 0; j < items.Count; j++)
-            {
-                var t = items[j];
-                double change = Math.Abs(fx[j] - fx0[j]);
-                double rel = delta[j] == 0 ? 0 : Math.Abs(delta[j]) / Math.Max(change, 1e-300);
-                int target = (int)output.Targets[j];
-                results[bucket[j]] = new Explanation(t.Text, t.Tokens, t.Offsets, scores[j], MakePrediction(logitRows[j], probs?[j], model),
-                    target, LabelOf(target), outputName, fx[j], fx0[j], delta[j], rel, request.Method,
-                    request.SoftmaxRule, request.Precision, t.Truncated) { Probabilities = probs?[j] };
-            }
+            Collect(output, items, bucket, results, request, model, outputName);
         }
         return Checked(results, request);
     }
@@ -152,24 +128,47 @@ public sealed partial class TextExplainer
             }
             Interlocked.Add(ref _passRows, items.Count);
             Interlocked.Increment(ref _passes);
-            var logitRows = Rows(output.Logits);
-            var probs = HeadOutputs.Probabilities(output.Logits, model.Problem) is { } pr ? Rows(pr) : null;
-            var scores = Rows(output.Scores);
-            var fx = output.Fx.data<double>().ToArray();
-            var fx0 = output.Fx0.data<double>().ToArray();
-            var delta = output.Delta.data<double>().ToArray();
-            for (int j = 0; j < items.Count; j++)
-            {
-                var t = items[j];
-                double change = Math.Abs(fx[j] - fx0[j]);
-                double rel = delta[j] == 0 ? 0 : Math.Abs(delta[j]) / Math.Max(change, 1e-300);
-                int target = (int)output.Targets[j];
-                results[bucket[j]] = new Explanation(t.Text, t.Tokens, t.Offsets, scores[j][..t.Ids.Length], MakePrediction(logitRows[j], probs?[j], model),
-                    target, LabelOf(target), outputName, fx[j], fx0[j], delta[j], rel, request.Method,
-                    request.SoftmaxRule, request.Precision, t.Truncated) { Probabilities = probs?[j] };
-            }
+            Collect(output, items, bucket, results, request, model, outputName);
         }
     }
+
+    /// <summary>
+    /// One batch's results into <paramref name="results"/> at the texts' indices: scores cut to each text's own length
+    /// (a padded batch's pads score exactly 0 and are not the text's), prediction and probabilities as the head means them.
+    /// </summary>
+    private void Collect(AttributionOutput output, IReadOnlyList<TokenizedText> items, IReadOnlyList<int> bucket, Explanation[] results,
+        ExplainRequest request, Models.ITextModel model, string outputName)
+    {
+        var logitRows = Rows(output.Logits);
+        var probs = HeadOutputs.Probabilities(output.Logits, model.Problem) is { } pr ? Rows(pr) : null;
+        var scores = Rows(output.Scores);
+        var fx = output.Fx.data<double>().ToArray();
+        var fx0 = output.Fx0.data<double>().ToArray();
+        var delta = output.Delta.data<double>().ToArray();
+        for (int j = 0; j < items.Count; j++)
+        {
+            var t = items[j];
+            int target = (int)output.Targets[j];
+            results[bucket[j]] = new Explanation(t.Text, t.Tokens, t.Offsets, scores[j][..t.Ids.Length], MakePrediction(logitRows[j], probs?[j], model),
+                target, LabelOf(target), outputName, fx[j], fx0[j], delta[j], RelativeDelta(fx[j], fx0[j], delta[j]), request.Method,
+                request.SoftmaxRule, request.Precision, t.Truncated) { Probabilities = probs?[j] };
+        }
+    }
+
+    /// <summary>|delta| / |f(x) − f(x0)|; 0 when delta is exactly 0.</summary>
+    internal static double RelativeDelta(double fx, double fx0, double delta) =>
+        delta == 0 ? 0 : Math.Abs(delta) / Math.Max(Math.Abs(fx - fx0), 1e-300);
+
+    /// <summary>The method options a request names (the reference cache is the caller's: setting it resizes the process's cache).</summary>
+    private static MethodOptions MethodOptionsFor(ExplainRequest request, OutputKind outputKind) => new()
+    {
+        Output = outputKind,
+        SoftmaxRule = request.ParseSoftmaxRule(),
+        Steps = request.Steps,
+        Integration = request.ParseIntegration(),
+        Samples = request.Samples,
+        PassMemoryBytes = request.PassMemoryMB is int mb ? (long)mb << 20 : null,
+    };
 
     /// <summary>
     /// Texts of any lengths as one padded DeepLift batch: sorted by length (longest first), padded with [PAD] to the
@@ -274,7 +273,8 @@ public sealed partial class TextExplainer
     private string LabelOf(int index) =>
         index < Model.Config.Labels.Count ? Model.Config.Labels[index] : index.ToString();
 
-    private static Tensor IdsTensor(IReadOnlyList<TokenizedText> items)
+    /// <summary>Token ids [B, L] (int64, CPU) of texts of one length.</summary>
+    public static Tensor IdsTensor(IReadOnlyList<TokenizedText> items)
     {
         int length = items[0].Ids.Length;
         var data = new long[items.Count * length];

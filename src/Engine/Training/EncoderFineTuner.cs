@@ -148,11 +148,7 @@ public sealed class EncoderFineTuner : IDisposable
             foreach (var bucket in TextExplainer.Buckets(tokenized, 32))
             {
                 using var scope = NewDisposeScope();
-                int length = tokenized[bucket[0]].Ids.Length;
-                var data = new long[bucket.Count * length];
-                for (int j = 0; j < bucket.Count; j++)
-                    for (int t = 0; t < length; t++) data[j * length + t] = tokenized[bucket[j]].Ids[t];
-                var ids = tensor(data, dtype: ScalarType.Int64).reshape(bucket.Count, length).to(_encoder.Device);
+                var ids = TextExplainer.IdsTensor(bucket.Select(i => tokenized[i]).ToList()).to(_encoder.Device);
                 var h = bottom.Encode(PlainOps.Instance, new Act(bottom.WordEmbeddings(ids)), ones_like(ids)).X
                     .to_type(ScalarType.Float32).cpu();
                 for (int j = 0; j < bucket.Count; j++) hidden[bucket[j]] = h[j].clone().DetachFromDisposeScope();

@@ -120,11 +120,7 @@ public static class HeadTrainer
         foreach (var bucket in TextExplainer.Buckets(tokenized, options.BatchSize))
         {
             using var scope = NewDisposeScope();
-            int length = tokenized[bucket[0]].Ids.Length;
-            var data = new long[bucket.Count * length];
-            for (int j = 0; j < bucket.Count; j++)
-                for (int t = 0; t < length; t++) data[j * length + t] = tokenized[bucket[j]].Ids[t];
-            var ids = tensor(data, dtype: ScalarType.Int64).reshape(bucket.Count, length).to(model.Device);
+            var ids = TextExplainer.IdsTensor(bucket.Select(i => tokenized[i]).ToList()).to(model.Device);
             var pooled = model.Logits(ids, ones_like(ids)).to_type(ScalarType.Float32).cpu().contiguous();
             var flat = pooled.data<float>().ToArray();
             int hidden = (int)pooled.shape[1];
