@@ -123,3 +123,28 @@ public static class CheckpointFolder
         return message;
     }
 }
+
+/// <summary>What every <see cref="ITensorSource"/> does with a tensor it has read in its stored dtype on the CPU.</summary>
+internal static class TensorSources
+{
+    /// <summary>
+    /// Converts <paramref name="tensor"/> to <paramref name="dtype"/> and moves it to <paramref name="device"/> when given,
+    /// disposing each intermediate, so a checkpoint never holds a tensor twice.
+    /// </summary>
+    public static Tensor ConvertAndMove(Tensor tensor, ScalarType? dtype, Device? device)
+    {
+        if (dtype is { } target && target != tensor.dtype)
+        {
+            var converted = tensor.to_type(target);
+            tensor.Dispose();
+            tensor = converted;
+        }
+        if (device is not null && device.type != TorchSharp.DeviceType.CPU)
+        {
+            var moved = tensor.to(device);
+            tensor.Dispose();
+            tensor = moved;
+        }
+        return tensor;
+    }
+}

@@ -119,21 +119,7 @@ public sealed class PyTorchCheckpointFile : ITensorSource
             tensor = view.contiguous();
         }
 
-        if (dtype is { } target && target != type)
-        {
-            var converted = tensor.to_type(target);
-            tensor.Dispose();
-            tensor = converted;
-        }
-
-        if (device is not null && device.type != TorchSharp.DeviceType.CPU)
-        {
-            var moved = tensor.to(device);
-            tensor.Dispose();
-            tensor = moved;
-        }
-
-        return tensor;
+        return TensorSources.ConvertAndMove(tensor, dtype, device);
     }
 
     private static bool IsContiguous(long[] shape, long[] stride)

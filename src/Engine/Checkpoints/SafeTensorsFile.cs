@@ -98,19 +98,7 @@ public sealed class SafeTensorsFile : ITensorSource
             _stream.Position = _dataStart + entry.Begin;
             _stream.ReadExactly(tensor.bytes); // the span is the tensor's own native storage
         }
-        if (dtype is { } target && target != type)
-        {
-            var converted = tensor.to_type(target);
-            tensor.Dispose();
-            tensor = converted;
-        }
-        if (device is not null && device.type != TorchSharp.DeviceType.CPU)
-        {
-            var moved = tensor.to(device);
-            tensor.Dispose();
-            tensor = moved;
-        }
-        return tensor;
+        return TensorSources.ConvertAndMove(tensor, dtype, device);
     }
 
     public void Dispose()
