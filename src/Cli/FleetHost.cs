@@ -81,17 +81,8 @@ public static class FleetHost
         if (!UsesRabbitMq(host)) return;
         var r = host.Services.GetRequiredService<IOptions<RabbitMqOptions>>().Value.Resolved();
         string where = $"the broker {r.Host}:{r.Port}";
-        var factory = new ConnectionFactory
-        {
-            HostName = r.Host,
-            Port = r.Port,
-            VirtualHost = r.VirtualHost,
-            UserName = r.Username,
-            Password = r.Password,
-            Ssl = new SslOption { Enabled = r.UseTls, ServerName = r.TlsServerName ?? r.Host },
-            AutomaticRecoveryEnabled = false,
-            ClientProvidedName = "fleet-cli-check",
-        };
+        var factory = r.CheckConnectionFactory();
+        factory.ClientProvidedName = "fleet-cli-check";
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         deadline.CancelAfter(connectTimeout);
         var started = DateTime.UtcNow;

@@ -20,17 +20,8 @@ public sealed class BrokerLoginGate(IOptions<WorkerOptions> worker, IOptions<Rab
     {
         if (!worker.Value.ConsumeJobs || !worker.Value.UsesRabbitMq) return;
         var r = rabbit.Value.Resolved();
-        var factory = new ConnectionFactory
-        {
-            HostName = r.Host,
-            Port = r.Port,
-            VirtualHost = r.VirtualHost,
-            UserName = r.Username,
-            Password = r.Password,
-            Ssl = new SslOption { Enabled = r.UseTls, ServerName = r.TlsServerName ?? r.Host },
-            RequestedConnectionTimeout = TimeSpan.FromSeconds(Math.Max(1, r.ConnectTimeoutSeconds)),
-            AutomaticRecoveryEnabled = false,
-        };
+        var factory = r.CheckConnectionFactory();
+        factory.RequestedConnectionTimeout = TimeSpan.FromSeconds(Math.Max(1, r.ConnectTimeoutSeconds));
         var delay = TimeSpan.FromSeconds(1);
         for (int attempt = 1; ; attempt++)
         {

@@ -85,6 +85,21 @@ public sealed class RabbitMqOptions
         return resolved;
     }
 
+    /// <summary>
+    /// A RabbitMQ.Client factory for a one-off connection check with these fields (call on <see cref="Resolved"/>): no
+    /// automatic recovery, since the caller decides how often to retry.
+    /// </summary>
+    public RabbitMQ.Client.ConnectionFactory CheckConnectionFactory() => new()
+    {
+        HostName = Host,
+        Port = Port,
+        VirtualHost = VirtualHost,
+        UserName = Username,
+        Password = Password,
+        Ssl = new RabbitMQ.Client.SslOption { Enabled = UseTls, ServerName = TlsServerName ?? Host },
+        AutomaticRecoveryEnabled = false,
+    };
+
     /// <summary>Refuses to connect without credentials (there is no default user).</summary>
     public RabbitMqOptions Validated()
     {
