@@ -84,20 +84,29 @@ public sealed class JobStoreFleetTests(ITestOutputHelper output)
         var url = await RabbitMqBroker.Url();
         await using var completions = await FleetEvents.Watch<AttributionJobCompleted>(url);
         await using var cluster = new FleetCluster(url, textsPerBatch: 2, store: pg.ConnectionString);
-        await cluster.StartWorkers("victim", "survivor");
-        // Slow batches (integrated gradients, many steps, float64) so the kill and the restart land mid-batch.
-        var job = Job(16, "fault-", new AttributionOptions { Method = "integrated-gradients", Steps = 600, Precision = "float64" });
+        await cluster.StartWorkers("w1", "w2");
+        // Slow batches (integrated gradients, many steps, float64) so the kill and the restart land mid-batch: about a second a
+        // batch here, so the job outlasts the kill and the three-second outage.
+        var job = Job(16, "fault-", new AttributionOptions { Method = "integrated-gradients", Steps = 2000, Precision = "float64" });
         var client = await cluster.Client();
         await client.Submit(job);
         // The same job again, as a worker killed mid-split would have it redelivered: its batches are stored once.
         await client.Submit(job);
 
-        var victim = cluster.Workers[0];
+        // The victim is whichever worker finishes a batch first (which one does is up to the broker and the scheduler: a fixed
+        // choice once waited on a worker that found every batch already stored by the other).
+        static bool FinishedABatch(WorkerProcess w) => System.Text.RegularExpressions.Regex.IsMatch(w.Output, @"batch \d+/\d+: ");
         var deadline = DateTime.UtcNow.AddSeconds(120);
-        while (!victim.Output.Contains("batch 1/") && !victim.Output.Contains("batch 2/") && DateTime.UtcNow < deadline) await Task.Delay(50);
-        Assert.True(DateTime.UtcNow < deadline, "the victim never finished a batch\n" + cluster.Logs());
+        WorkerProcess? victim = null;
+        while (victim is null && DateTime.UtcNow < deadline)
+        {
+            victim = cluster.Workers.FirstOrDefault(FinishedABatch);
+            if (victim is null) await Task.Delay(20);
+        }
+        Assert.True(victim is not null, "no worker ever finished a batch\n" + cluster.Logs());
+        var survivorProcess = cluster.Workers.Single(w => w != victim);
         victim.Kill(); // SIGKILL while it holds its next batch
-        output.WriteLine("victim killed");
+        output.WriteLine($"victim {victim.Name} killed");
 
         pg.Stop(); // the database goes away mid-job ...
         await Task.Delay(3000);
@@ -109,7 +118,7 @@ public sealed class JobStoreFleetTests(ITestOutputHelper output)
         var ids = new List<string>();
         await foreach (var r in client.Results(job.JobId)) ids.Add(r.Id);
         Assert.Equal(job.Texts.Select(t => t.Id).Order(), ids.Order());
-        var survivor = cluster.Workers[1].Output;
+        var survivor = survivorProcess.Output;
         Assert.Contains("redelivered by the broker", survivor); // the victim's batch really came back
         Assert.Contains("Job store unavailable", cluster.Logs()); // the restart was felt, and waited out
         Assert.False(await completions.QueueExists($"attribution-results-{job.JobId:N}"), "no per-job result queue");
