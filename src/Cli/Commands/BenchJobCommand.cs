@@ -30,9 +30,10 @@ public sealed record BenchJobOptions
 /// <summary>
 /// <c>fleet bench job</c>: a job as the worker runs it. Texts of a realistic spread of lengths (or a file) go through
 /// <see cref="TextExplainer.Explain"/> as one job, twice: "cold" (empty reference cache: the first job of a model) and
-/// "warm" (the same lengths again: the references come from the cache). Beside them, the same number of texts at one
-/// fixed length (the job's mean) with the same tokens in total: the figure <c>fleet bench attribute</c> measures. The
-/// comparison is per token (the jobs hold the same tokens). Figures, not a test; on a shared machine read the ratios.
+/// "warm" (the same lengths again: the references come from the cache). Beside them, two fixed-length baselines: the same
+/// number of texts at the job's mean length (the same tokens in total), and each of the job's texts counted at what it
+/// costs in a full batch of its own length (what <c>fleet bench attribute</c> measures at that length). Figures, not a
+/// test; on a shared machine read the ratios.
 /// </summary>
 public static class BenchJobCommand
 {
@@ -103,22 +104,34 @@ public static class BenchJobCommand
         // Warm-up: first-call costs (thread pools, kernels) out of the figures.
         explainer.Explain(texts.Take(2).ToList(), request with { ReferenceCacheMB = 0 });
 
-        stdout.WriteLine($"{"run",-34} {"s/text",8} {"texts/s",8} {"ms/token",9} {"vs fixed",9} {"cpu s/text",10} {"cpu vs fixed",12} {"rows/pass",9} {"passes",6} {"hit rate",8} {"|delta| max",11}");
+        stdout.WriteLine($"{"run",-40} {"s/text",8} {"texts/s",8} {"ms/token",9} {"vs mean",8} {"vs own",8} {"cpu s/text",10} {"cpu vs own",10} {"rows/pass",9} {"passes",6} {"hit rate",8} {"|delta| max",11}");
         var fixedCold = Measure(explainer, fixedTexts, request, clear: true);
         var fixedWarm = Measure(explainer, fixedTexts, request, clear: false);
-        Print(stdout, $"fixed length {fixedLength}, cold cache", fixedCold, fixedCold);
-        Print(stdout, $"fixed length {fixedLength}, warm cache", fixedWarm, fixedWarm);
+        var (ownCold, ownWarm) = MeasureOwnLengths(explainer, loaded, lengths, request, o.Seed + 2);
+        Print(stdout, $"fixed length {fixedLength} (the mean), cold", fixedCold, fixedCold, ownCold);
+        Print(stdout, $"fixed length {fixedLength} (the mean), warm", fixedWarm, fixedWarm, ownWarm);
+        Print(stdout, "each text at its own length, cold", ownCold, fixedCold, ownCold);
+        Print(stdout, "each text at its own length, warm", ownWarm, fixedWarm, ownWarm);
         var cold = Measure(explainer, texts, request, clear: true);
         var warm = Measure(explainer, texts, request, clear: false);
         var held = (Bytes: ReferenceCache.Shared.Bytes, Count: ReferenceCache.Shared.Count);
-        Print(stdout, "mixed lengths, cold cache", cold, fixedCold);
-        Print(stdout, "mixed lengths, warm cache", warm, fixedWarm);
+        Print(stdout, "mixed lengths, cold cache", cold, fixedCold, ownCold);
+        Print(stdout, "mixed lengths, warm cache", warm, fixedWarm, ownWarm);
+        if (o.Input is null)
+        {
+            // The next job: other texts from the same spread of lengths, the cache as this job left it (a tape is kept
+            // per length and padded width, so the hit rate is what a worker's second job sees). Compared per token.
+            var nextTexts = Generate(loaded, SampleLengths(o.Lengths, o.Texts, Math.Min(max, 512), o.Seed + 100), o.Seed + 101);
+            Print(stdout, "next job (other texts, same spread)", Measure(explainer, nextTexts, request, clear: false), fixedWarm, ownWarm);
+        }
         if (o.Exact)
         {
             var exact = new TextExplainer(loaded) { CostModel = new BucketCostModel { ReferenceRow = 1e9 } };
-            Print(stdout, "one-length batches, cold cache", Measure(exact, texts, request, clear: true), fixedCold);
-            Print(stdout, "one-length batches, no cache", Measure(exact, texts, request with { ReferenceCacheMB = 0 }, clear: true), fixedCold);
+            Print(stdout, "one-length batches, cold cache", Measure(exact, texts, request, clear: true), fixedCold, ownCold);
+            Print(stdout, "one-length batches, no cache", Measure(exact, texts, request with { ReferenceCacheMB = 0 }, clear: true), fixedCold, ownCold);
         }
+        stdout.WriteLine("vs mean: per token against texts of the job's mean length; vs own: per token against each of the job's texts run in a " +
+            "full batch of texts of its own length (what `fleet bench attribute` measures at that length), summed over the job");
         stdout.WriteLine($"peak RSS {BenchCommand.PeakRssBytes() / 1048576.0:F0} MiB (pass budget {(o.PassMemoryMB ?? 1024)} MiB + reference cache {ReferenceCache.Shared.BudgetBytes >> 20} MiB, after the mixed job the cache held {held.Bytes / 1048576.0:F0} MiB in {held.Count} tapes)");
         stdout.WriteLine("cpu s/text: process CPU time (all threads), steadier than wall time when other processes share the cores");
         return 0;
@@ -142,11 +155,40 @@ public static class BenchJobCommand
             ReferenceCache.Shared.HitRate, results.Max(r => Math.Abs(r.Delta)));
     }
 
-    private static void Print(TextWriter stdout, string name, Figures f, Figures reference)
+    private static void Print(TextWriter stdout, string name, Figures f, Figures mean, Figures own)
     {
-        double perToken = f.Seconds / f.Tokens, referencePerToken = reference.Seconds / reference.Tokens;
-        double cpuPerToken = f.CpuSeconds / f.Tokens, referenceCpuPerToken = reference.CpuSeconds / reference.Tokens;
-        stdout.WriteLine($"{name,-34} {f.Seconds / f.Texts,8:F4} {f.Texts / f.Seconds,8:F2} {perToken * 1e3,9:F3} {perToken / referencePerToken,8:F2}x {f.CpuSeconds / f.Texts,10:F4} {cpuPerToken / referenceCpuPerToken,11:F2}x {f.RowsPerPass,9:F1} {f.Passes,6} {f.HitRate,8:P0} {f.MaxDelta,11:E1}");
+        double perToken = f.Seconds / f.Tokens;
+        double vsMean = perToken / (mean.Seconds / mean.Tokens), vsOwn = perToken / (own.Seconds / own.Tokens);
+        double cpuVsOwn = f.CpuSeconds / f.Tokens / (own.CpuSeconds / own.Tokens);
+        stdout.WriteLine($"{name,-40} {f.Seconds / f.Texts,8:F4} {f.Texts / f.Seconds,8:F2} {perToken * 1e3,9:F3} {vsMean,7:F2}x {vsOwn,7:F2}x {f.CpuSeconds / f.Texts,10:F4} {cpuVsOwn,9:F2}x {f.RowsPerPass,9:F1} {f.Passes,6} {f.HitRate,8:P0} {f.MaxDelta,11:E1}");
+    }
+
+    /// <summary>
+    /// The job's texts as the fixed-length benchmark would run them: for each distinct length, a full batch of texts of that
+    /// length, first with its reference not yet cached (one reference row per batch) and then again (cached); each text of
+    /// the job is then counted at its length's per-text figures. The same tokens as the job, none of them padding.
+    /// </summary>
+    private static (Figures Cold, Figures Warm) MeasureOwnLengths(TextExplainer explainer, LoadedModel loaded, List<int> lengths, ExplainRequest request, int seed)
+    {
+        ReferenceCache.Shared.Clear();
+        double coldSeconds = 0, coldCpu = 0, warmSeconds = 0, warmCpu = 0, maxDelta = 0, rows = 0;
+        long passes = 0;
+        foreach (var group in lengths.GroupBy(l => l))
+        {
+            var batch = Generate(loaded, Enumerable.Repeat(group.Key, request.BatchSize).ToList(), seed + group.Key);
+            var c = Measure(explainer, batch, request, clear: false);
+            var w = Measure(explainer, batch, request, clear: false);
+            int count = group.Count();
+            coldSeconds += c.Seconds / c.Texts * count; coldCpu += c.CpuSeconds / c.Texts * count;
+            warmSeconds += w.Seconds / w.Texts * count; warmCpu += w.CpuSeconds / w.Texts * count;
+            maxDelta = Math.Max(maxDelta, Math.Max(c.MaxDelta, w.MaxDelta));
+            rows += w.RowsPerPass * w.Passes;
+            passes += w.Passes;
+        }
+        long tokens = lengths.Sum(l => (long)l);
+        double rowsPerPass = passes == 0 ? 0 : rows / passes;
+        return (new Figures(coldSeconds, coldCpu, lengths.Count, tokens, rowsPerPass, passes, 1.0 - (double)lengths.Distinct().Count() / lengths.Count, maxDelta),
+            new Figures(warmSeconds, warmCpu, lengths.Count, tokens, rowsPerPass, passes, 1.0, maxDelta));
     }
 
     /// <summary>Token lengths (specials included): a clipped log-normal (median 64, σ 0.5, 16..128) or uniform MIN-MAX.</summary>

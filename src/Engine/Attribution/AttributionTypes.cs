@@ -84,7 +84,15 @@ public sealed record MethodOptions
 /// <c>delta = f(x) − f(x0) − Σ scores</c>; <see cref="Logits"/> [B, C]: the model's whole output at x (for the
 /// reported prediction); <see cref="Targets"/>: the class explained for each text. Tensors float64 on the CPU.
 /// </summary>
-public sealed record AttributionOutput(Tensor Attributions, Tensor Scores, Tensor Fx, Tensor Fx0, Tensor Delta, Tensor Logits, long[] Targets);
+public sealed record AttributionOutput(Tensor Attributions, Tensor Scores, Tensor Fx, Tensor Fx0, Tensor Delta, Tensor Logits, long[] Targets)
+{
+    /// <summary>
+    /// [B, C]: the model's whole output at each text's reference, where the method computed it against one reference
+    /// (DeepLift: the reference half of its own pass, or its tape); null otherwise. The reference check reads it instead
+    /// of running a forward of its own per length.
+    /// </summary>
+    public Tensor? ReferenceLogits { get; init; }
+}
 
 /// <summary>One attribution method, one entry point.</summary>
 public interface IAttributionMethod

@@ -50,7 +50,10 @@ public sealed class DeepLift : IAttributionMethod
         }
         var joined = new AttributionOutput(cat(parts.Select(p => p.Attributions).ToArray(), 0), cat(parts.Select(p => p.Scores).ToArray(), 0),
             cat(parts.Select(p => p.Fx).ToArray(), 0), cat(parts.Select(p => p.Fx0).ToArray(), 0), cat(parts.Select(p => p.Delta).ToArray(), 0),
-            cat(parts.Select(p => p.Logits).ToArray(), 0), parts.SelectMany(p => p.Targets).ToArray());
+            cat(parts.Select(p => p.Logits).ToArray(), 0), parts.SelectMany(p => p.Targets).ToArray())
+        {
+            ReferenceLogits = parts.All(p => p.ReferenceLogits is not null) ? cat(parts.Select(p => p.ReferenceLogits!).ToArray(), 0) : null,
+        };
         return Detach(joined, scope);
     }
 
@@ -122,7 +125,7 @@ public sealed class DeepLift : IAttributionMethod
             Rules.RuleGradients.ReleaseHanded();
         }
         var attributions = (x.detach() - r) * x.grad!;
-        var result = AttributionMath.Finish(attributions, f.X, f.Ref, logits.X, targets);
+        var result = AttributionMath.Finish(attributions, f.X, f.Ref, logits.X, targets) with { ReferenceLogits = RowsOf(logits.Ref, batch.Size) };
         return Detach(result, scope);
     }
 
@@ -195,14 +198,14 @@ public sealed class DeepLift : IAttributionMethod
             var replay = new TapeReplayOps(ops, tapes, groups.Rows);
             var groupOfRow = tensor(groups.Rows.SelectMany((count, g) => Enumerable.Repeat((long)g, (int)count)).ToArray(), device: x.device);
             Act f;
-            Tensor logits;
+            Tensor logits, logitsRef;
             long[] targets;
             using (EngineTelemetry.Source.StartActivity("engine.forward"))
             {
                 logits = model.Forward(replay, new Act(x), mask).X;
                 if (replay.Steps != tapes[0].Steps)
                     throw new InvalidOperationException($"the pass made {replay.Steps} rule calls but the reference tape recorded {tapes[0].Steps}");
-                var logitsRef = cat(tapes.Select(t => t.Logits).ToArray(), 0).index_select(0, groupOfRow);
+                logitsRef = cat(tapes.Select(t => t.Logits).ToArray(), 0).index_select(0, groupOfRow);
                 targets = AttributionMath.ResolveTargets(batch.Targets, logits);
                 f = TargetOutput.Select(ops, new Act(logits, logitsRef), targets, options.Output);
             }
@@ -212,7 +215,7 @@ public sealed class DeepLift : IAttributionMethod
                 Rules.RuleGradients.ReleaseHanded();
             }
             var attributions = (x.detach() - reference.index_select(0, groupOfRow)) * x.grad!;
-            var result = AttributionMath.Finish(attributions, f.X, f.Ref, logits, targets);
+            var result = AttributionMath.Finish(attributions, f.X, f.Ref, logits, targets) with { ReferenceLogits = RowsOf(logitsRef, batch.Size) };
             if (width < batch.Ids.shape[1]) result = PadTo(result, batch.Ids.shape[1]);
             return Detach(result, scope);
         }
@@ -243,8 +246,13 @@ public sealed class DeepLift : IAttributionMethod
     internal static AttributionOutput Detach(AttributionOutput o, TorchSharp.DisposeScope scope)
     {
         scope.MoveToOuter(o.Attributions, o.Scores, o.Fx, o.Fx0, o.Delta, o.Logits);
+        if (o.ReferenceLogits is not null) scope.MoveToOuter(o.ReferenceLogits);
         return o;
     }
+
+    /// <summary>The reference's logits [1 or n, C] as one float64 row per text, on the CPU.</summary>
+    private static Tensor RowsOf(Tensor referenceLogits, long n) =>
+        referenceLogits.detach().to_type(ScalarType.Float64).cpu().expand(n, -1).contiguous();
 }
 
 /// <summary>

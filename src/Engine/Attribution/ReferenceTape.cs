@@ -44,10 +44,11 @@ public sealed class ReferenceTape : IDisposable
 
     /// <summary>
     /// Records the reference half of <paramref name="model"/>'s forward for one reference [1, W, H] with its own mask
-    /// [1, W], through the same rules a pass uses, without gradients, the input half being the reference itself (an
-    /// empty input batch would halve the work, but model code reshapes with -1, which an empty tensor cannot). What a
-    /// rule passes on as the reference's value is computed from the reference alone (the softmax rule's shared shift
-    /// stays inside the rule), so the tape holds exactly what a pass carrying the reference would compute.
+    /// [1, W], through the same rules a pass uses, without gradients. Both halves are the reference tensor itself
+    /// (<see cref="Act.IsReferenceOnly"/>), so the ops and rules compute the reference half only: half the work of a
+    /// pass carrying it beside a text. What a rule passes on as the reference's value is computed from the reference
+    /// alone (the softmax rule's shared shift stays inside the rule), so the tape holds exactly what a pass carrying
+    /// the reference computes (bit for bit: MixedLengthBatchTests).
     /// </summary>
     internal static ReferenceTape Record(Models.ITextModel model, Tensor reference, Tensor mask, DeepLiftOps ops)
     {
@@ -56,7 +57,7 @@ public sealed class ReferenceTape : IDisposable
         using var _ = no_grad();
         var recorder = new TapeRecorder(ops);
         var r = reference.detach();
-        var logits = model.Forward(recorder, new Act(r, r), mask);
+        var logits = model.Forward(recorder, Act.ReferenceOnly(r), mask);
         return new ReferenceTape(recorder.Inputs, Keep(logits.Ref));
     }
 
@@ -73,7 +74,7 @@ public sealed class ReferenceTape : IDisposable
         using var _ = no_grad();
         var recorder = new TapeRecorder(ops);
         var r = references.detach();
-        var logits = model.Forward(recorder, new Act(r, r), masks);
+        var logits = model.Forward(recorder, Act.ReferenceOnly(r), masks);
         Tensor Row(Tensor t, long g)
         {
             if (t.shape[0] != k) throw new InvalidOperationException($"a reference activation has {t.shape[0]} rows in a recording pass of {k}");

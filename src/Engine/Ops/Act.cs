@@ -10,6 +10,17 @@ namespace AttributionFleet.Engine.Ops;
 public readonly record struct Act(Tensor X, Tensor? R = null)
 {
     public Tensor Ref => R ?? throw new InvalidOperationException("This op needs the reference activation, but the activation has none.");
+
+    /// <summary>
+    /// Both halves are one tensor that needs no gradient: the pass that records a reference tape runs the reference as
+    /// its own input (<see cref="Attribution.ReferenceTape.Record"/>). Ops and rules then compute the reference half
+    /// alone, exactly as they compute it in a pass carrying the reference, and pass it on as both halves: the input
+    /// half's values and multipliers would be thrown away, and they cost as much again.
+    /// </summary>
+    public bool IsReferenceOnly => R is not null && ReferenceEquals(X, R) && !X.requires_grad;
+
+    /// <summary>The reference half as both halves (see <see cref="IsReferenceOnly"/>).</summary>
+    public static Act ReferenceOnly(Tensor r) => new(r, r);
 }
 
 /// <summary>Elementwise nonlinearities the supported models use.</summary>
@@ -25,7 +36,7 @@ public static class ActScope
     {
         using var scope = NewDisposeScope();
         var result = step();
-        scope.MoveToOuter(result.R is null ? new[] { result.X } : new[] { result.X, result.R });
+        scope.MoveToOuter(result.R is null || ReferenceEquals(result.X, result.R) ? new[] { result.X } : new[] { result.X, result.R });
         return result;
     }
 

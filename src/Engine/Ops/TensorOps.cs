@@ -14,6 +14,8 @@ public abstract class TensorOps
     /// <summary>A linear or affine map applied to both halves (reshape, transpose, select, scale, add a constant).</summary>
     public Act Map(Act a, Func<Tensor, Tensor> f)
     {
+        if (a.IsReferenceOnly)
+            using (no_grad()) return Act.ReferenceOnly(f(a.R!));
         var x = f(a.X);
         Tensor? r = null;
         if (a.R is not null)
@@ -24,6 +26,8 @@ public abstract class TensorOps
     /// <summary>A map that is linear in both arguments jointly (sum, difference).</summary>
     public Act Map(Act a, Act b, Func<Tensor, Tensor, Tensor> f)
     {
+        if (a.IsReferenceOnly && b.IsReferenceOnly)
+            using (no_grad()) return Act.ReferenceOnly(f(a.R!, b.R!));
         var x = f(a.X, b.X);
         Tensor? r = null;
         if (a.R is not null && b.R is not null)

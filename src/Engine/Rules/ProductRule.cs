@@ -21,6 +21,8 @@ public static class ProductRule
 
     private static Act BilinearUnscoped(Act a, Act b, bool matmul)
     {
+        if (a.IsReferenceOnly && b.IsReferenceOnly)
+            using (no_grad()) return Act.ReferenceOnly(Product(a.Ref, b.Ref, matmul));
         Tensor z, z0;
         Tensor? aMean, bMean;
         using (no_grad())

@@ -30,6 +30,8 @@ public static class RescaleRule
         {
             var x = a.X;
             Tensor y, y0, m;
+            if (a.IsReferenceOnly)
+                using (no_grad()) return Act.ReferenceOnly(value0 ?? g(a.Ref.to_type(Multipliers.WorkType(x.dtype, promote))).to_type(x.dtype));
             using (no_grad())
             {
                 var work = Multipliers.WorkType(x.dtype, promote);
@@ -47,7 +49,8 @@ public static class RescaleRule
     /// <summary>Generic rescale with the derivative as the <c>Δx = 0</c> fallback.</summary>
     public static Act Apply(Act a, Func<Tensor, Tensor> g, Func<Tensor, Tensor> derivative, bool promote)
     {
-        if (promote && a.X.dtype == ScalarType.Float32 && a.X.device.type == TorchSharp.DeviceType.CPU && CpuKernels.Enabled)
+        // The fused loop's reference half is g(x0) in float64 rounded once, as Elementwise computes it when promoted.
+        if (promote && a.X.dtype == ScalarType.Float32 && a.X.device.type == TorchSharp.DeviceType.CPU && CpuKernels.Enabled && !a.IsReferenceOnly)
         {
             var fused = ActScope.Run(() => FusedSecant(a, g, derivative));
             if (fused.R is not null) return fused;

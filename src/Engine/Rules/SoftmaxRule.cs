@@ -17,13 +17,21 @@ public enum SoftmaxRuleKind
 /// <summary>Softmax rules. Only <see cref="Exact"/> conserves; the others exist so users can compare deltas.</summary>
 public static class SoftmaxRule
 {
-    public static Act Apply(TensorOps ops, Act a, long dim, SoftmaxRuleKind kind, bool promote) => ActScope.Run(() => kind switch
+    public static Act Apply(TensorOps ops, Act a, long dim, SoftmaxRuleKind kind, bool promote) => ActScope.Run(() => a.IsReferenceOnly
+        ? ReferenceOnly(a, dim)
+        : kind switch
     {
         SoftmaxRuleKind.Exact => Exact(ops, a, dim, promote),
         SoftmaxRuleKind.Rescale => Rescale(a, dim, promote, rowMean: false),
         SoftmaxRuleKind.RowMean => Rescale(a, dim, promote, rowMean: true),
         _ => throw new ArgumentOutOfRangeException(nameof(kind)),
     });
+
+    /// <summary>Every rule passes on softmax(x0) computed from x0 alone (see <see cref="Exact"/>).</summary>
+    private static Act ReferenceOnly(Act a, long dim)
+    {
+        using (no_grad()) return Act.ReferenceOnly(a.Ref.softmax(dim));
+    }
 
     /// <summary>
     /// <c>u = x − c</c> with one detached shift <c>c = max(rowmax x, rowmax x0)</c> (linear: the same constant on both

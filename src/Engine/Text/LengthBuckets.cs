@@ -6,9 +6,9 @@ namespace AttributionFleet.Engine.Text;
 /// cost(bucket) = (n + ρ · new_lengths + pass_overhead + group_overhead · (lengths − 1)) · W · (1 + W / (6 H))
 /// </code>
 /// n texts padded to width W (the padding is the waste), one reference row per distinct length not already recorded
-/// for this width (ρ: recording a reference tape, or carrying the reference through the pass, measured at 1.0–1.25
-/// text rows in process CPU time: 2 layers of bert-base width, 8 × 100 tokens, one torch thread), and a fixed per-pass overhead in rows (kernel launches, the per-group
-/// split of every rule; large on an accelerator, where a pass is launch-bound). The factor <c>1 + W/(6H)</c> is the
+/// for this width (ρ: recording a reference tape in a pass of the references alone), and a fixed per-pass
+/// overhead in rows (kernel launches, the per-group split of every rule; large on an accelerator, where a pass is
+/// launch-bound). The factor <c>1 + W/(6H)</c> is the
 /// attention's share: per token a layer does ~24 H² multiply-adds in its linear maps and ~4 W H in attention.
 /// </summary>
 public sealed record BucketCostModel
@@ -25,8 +25,14 @@ public sealed record BucketCostModel
     /// <summary>Hidden size of the model (the attention term); 768 unless told.</summary>
     public int HiddenSize { get; init; } = 768;
 
-    /// <summary>CPU: passes of 4, 8 or 16 texts cost the same per text (README), so a pass costs little by itself.</summary>
-    public static BucketCostModel Cpu(int hiddenSize) => new() { HiddenSize = hiddenSize };
+    /// <summary>CPU: a pass costs about one text row by itself, a reference row about half of one.</summary>
+    /// <remarks>
+    /// Calibrated with <c>fleet bench job</c> (bert-base, 12 layers, 2 threads): a pass of 2 texts of 74 tokens took
+    /// 380 ms against 1,160 for 8 (130 ms a text, 120 ms a pass: about one text row); a reference row, recorded by a
+    /// pass of the references alone (no multipliers, no backward), about half a text row. Of the settings tried
+    /// (reference 1.0 / 0.5 / 0.35 rows, pass 0.5 / 1.0 / 1.5 / 2.0 rows) these gave the fastest job.
+    /// </remarks>
+    public static BucketCostModel Cpu(int hiddenSize) => new() { HiddenSize = hiddenSize, ReferenceRow = 0.5, PassOverheadRows = 1.0 };
 
     /// <summary>
     /// Accelerators: DeepLift is launch-bound (6.9× a forward at batch 16, 5.2× at 64), a pass costs many rows. Both

@@ -13,12 +13,12 @@ public sealed partial class TextExplainer
     /// softmax, multi-label sigmoid; a regression value or an embedding has no probability to move, so no check, null)
     /// and, when asked, faithfulness.
     /// </summary>
-    private Explanation[] Checked(Explanation[] results, ExplainRequest request)
+    private Explanation[] Checked(Explanation[] results, ExplainRequest request, double[]?[]? referenceProbabilities = null)
     {
         var model = Model.For(request.ParsePrecision());
         if (!model.HasClassifier) return results;
         if (model.Problem is ProblemType.SingleLabel or ProblemType.MultiLabel)
-            CheckReferences(results, request, model);
+            CheckReferences(results, request, model, referenceProbabilities);
         if (request.Faithfulness)
         {
             var tokenized = Tokenize(results.Select(r => r.Text).ToList(), request.MaxLength);
@@ -28,14 +28,20 @@ public sealed partial class TextExplainer
         return results;
     }
 
-    private void CheckReferences(Explanation[] results, ExplainRequest request, Models.ITextModel model)
+    /// <summary>
+    /// Each explanation's change in probability from its reference. <paramref name="known"/>: the probabilities at each
+    /// text's reference where the method already computed them (DeepLift's reference half); the others get one plain
+    /// forward per token length.
+    /// </summary>
+    private void CheckReferences(Explanation[] results, ExplainRequest request, Models.ITextModel model, double[]?[]? known)
     {
         var referenceProbabilities = new Dictionary<int, double[]>();
         for (int i = 0; i < results.Length; i++)
         {
             var e = results[i];
             int length = e.Tokens.Length;
-            if (!referenceProbabilities.TryGetValue(length, out var p0))
+            var p0 = known?[i];
+            if (p0 is null && !referenceProbabilities.TryGetValue(length, out p0))
                 referenceProbabilities[length] = p0 = ReferenceProbabilities(request, length, model);
             var p = e.Probabilities ?? throw new InvalidOperationException("an explanation without its probabilities cannot be checked");
             // A non-finite probability (of the text or of the reference) is no check at all: null, never a NaN "weak".

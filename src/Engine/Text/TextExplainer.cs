@@ -72,10 +72,11 @@ public sealed partial class TextExplainer
         var tokenized = Tokenize(texts, request.MaxLength);
         int? fixedTarget = request.Target is null ? null : ResolveTarget(request.Target, model.OutputSize);
         var results = new Explanation[texts.Count];
+        var referenceProbabilities = new double[]?[texts.Count];
         if (method is DeepLift or DeepLiftShap)
         {
-            ExplainPadded(tokenized, request, method, options, model, fixedTarget, outputName, results);
-            return Checked(results, request);
+            ExplainPadded(tokenized, request, method, options, model, fixedTarget, outputName, results, referenceProbabilities);
+            return Checked(results, request, referenceProbabilities);
         }
         foreach (var bucket in Buckets(tokenized, request.BatchSize))
         {
@@ -95,9 +96,9 @@ public sealed partial class TextExplainer
                 span?.SetTag("engine.tokens", length);
                 output = method.Attribute(model, new AttributionBatch(ids, mask, references, targets), options);
             }
-            Collect(output, items, bucket, results, request, model, outputName);
+            Collect(output, items, bucket, results, request, model, outputName, referenceProbabilities);
         }
-        return Checked(results, request);
+        return Checked(results, request, referenceProbabilities);
     }
 
     /// <summary>
@@ -106,9 +107,11 @@ public sealed partial class TextExplainer
     /// in the text and in its reference, so they score exactly 0.
     /// </summary>
     private void ExplainPadded(IReadOnlyList<TokenizedText> tokenized, ExplainRequest request, IAttributionMethod method, MethodOptions options,
-        Models.ITextModel model, int? fixedTarget, string outputName, Explanation[] results)
+        Models.ITextModel model, int? fixedTarget, string outputName, Explanation[] results, double[]?[] referenceProbabilities)
     {
         var cost = CostModel ?? BucketCostModel.For(model.Device.type, Model.Config.HiddenSize);
+        // The plan does not look at the reference cache: the same texts get the same batches, so the same numbers to the
+        // last bit, whatever ran before (planning around cached lengths changed results at rounding level).
         foreach (var bucket in LengthBuckets.Plan(tokenized.Select(t => t.Ids.Length).ToList(), request.BatchSize, cost))
         {
             using var scope = NewDisposeScope();
@@ -128,17 +131,25 @@ public sealed partial class TextExplainer
             }
             Interlocked.Add(ref _passRows, items.Count);
             Interlocked.Increment(ref _passes);
-            Collect(output, items, bucket, results, request, model, outputName);
+            Collect(output, items, bucket, results, request, model, outputName, referenceProbabilities);
         }
     }
 
     /// <summary>
     /// One batch's results into <paramref name="results"/> at the texts' indices: scores cut to each text's own length
-    /// (a padded batch's pads score exactly 0 and are not the text's), prediction and probabilities as the head means them.
+    /// (a padded batch's pads score exactly 0 and are not the text's), prediction and probabilities as the head means them;
+    /// with <paramref name="referenceProbabilities"/>, the head's probabilities at each text's reference where the method
+    /// computed its logits (for the reference check).
     /// </summary>
     private void Collect(AttributionOutput output, IReadOnlyList<TokenizedText> items, IReadOnlyList<int> bucket, Explanation[] results,
-        ExplainRequest request, Models.ITextModel model, string outputName)
+        ExplainRequest request, Models.ITextModel model, string outputName, double[]?[]? referenceProbabilities = null)
     {
+        if (referenceProbabilities is not null && output.ReferenceLogits is { } referenceLogits
+            && HeadOutputs.Probabilities(referenceLogits, model.Problem) is { } rp)
+        {
+            var rows = Rows(rp);
+            for (int j = 0; j < items.Count; j++) referenceProbabilities[bucket[j]] = rows[j];
+        }
         var logitRows = Rows(output.Logits);
         var probs = HeadOutputs.Probabilities(output.Logits, model.Problem) is { } pr ? Rows(pr) : null;
         var scores = Rows(output.Scores);

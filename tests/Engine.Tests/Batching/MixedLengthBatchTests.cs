@@ -231,6 +231,44 @@ public class MixedLengthBatchTests(BatchingModels fixture, ArchitectureModels ar
     }
 
     /// <summary>
+    /// A tape is recorded either while a pass carries the reference beside its texts, or by a pass of the reference alone
+    /// (the missing lengths of a mixed batch: ops and rules then compute only the reference half). Both hold the same
+    /// activations, bit for bit, on every family's ops (rotary, sliding-window, disentangled attention, GeGLU included),
+    /// in float32 (the promoted rules, the fused CPU loop) and float64.
+    /// </summary>
+    [Theory]
+    [InlineData("electra")]
+    [InlineData("deberta-v2")]
+    [InlineData("deberta-v3")]
+    [InlineData("modernbert")]
+    [InlineData("xlm-roberta")]
+    [InlineData("bert-multi-label")]
+    public void ATapeRecordedFromTheReferenceAloneIsBitIdenticalToOneRecordedWhileCarryingIt(string name)
+    {
+        var loaded = architectures[name];
+        var explainer = new TextExplainer(loaded);
+        foreach (var precision in new[] { Precision.Float32, Precision.Float64 })
+        {
+            var model = loaded.For(precision);
+            var one = explainer.PaddedBatch(explainer.Tokenize(Enumerable.Repeat(Sentences[0], 3).ToList()), new[] { "pad" }, model, null);
+            var cache = new ReferenceCache(1L << 30);
+            new DeepLift().Attribute(model, one, new MethodOptions { ReferenceCache = cache });
+            var carried = Assert.Single(cache.Tapes);
+            using var alone = ReferenceTape.Record(model, one.ReferenceEmbeddings[0], one.Groups!.Masks, new DeepLiftOps());
+            Assert.Equal(carried.Steps, alone.Steps);
+            var a = carried.Activations.ToList();
+            var b = alone.Activations.ToList();
+            Assert.Equal(a.Count, b.Count);
+            for (int i = 0; i < a.Count; i++)
+            {
+                Assert.Equal(a[i].shape, b[i].shape);
+                Assert.True(a[i].to_type(ScalarType.Float64).data<double>().ToArray().SequenceEqual(b[i].to_type(ScalarType.Float64).data<double>().ToArray()),
+                    $"{name} {precision}: activation {i} of {a.Count} differs");
+            }
+        }
+    }
+
+    /// <summary>
     /// The job planner's token lengths (config and tokenizer only, no weights) are the explainer's, for every tokenizer
     /// kind on the seam (WordPiece, SentencePiece unigram and BPE, byte-level BPE), truncation included; blank is refused.
     /// </summary>

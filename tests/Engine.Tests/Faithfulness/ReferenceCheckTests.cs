@@ -5,7 +5,10 @@ using static TorchSharp.torch;
 
 namespace AttributionFleet.Engine.Tests.Faithfulness;
 
-/// <summary>The weak_reference flag: |p_c(x) − p_c(x0)| against its threshold, p from independent plain forwards.</summary>
+/// <summary>
+/// The weak_reference flag: |p_c(x) − p_c(x0)| against its threshold, checked against independent plain forwards (the
+/// explainer takes p(x0) from DeepLift's own reference half, carried or replayed from a tape, in mixed-length batches).
+/// </summary>
 public class ReferenceCheckTests(ThreeLabelModel fixture) : IClassFixture<ThreeLabelModel>
 {
     [Theory]
@@ -14,7 +17,7 @@ public class ReferenceCheckTests(ThreeLabelModel fixture) : IClassFixture<ThreeL
     public void ProbabilityChangeIsTheTargetsChangeFromTheReference(string reference)
     {
         var explainer = new TextExplainer(fixture.Loaded);
-        var texts = new[] { "the plot was dull but the acting was wonderful", "not recommend" };
+        var texts = new[] { "the plot was dull but the acting was wonderful", "not recommend", "not good", "a film with a plot" };
         var results = explainer.Explain(texts, new ExplainRequest { Precision = "float64", References = new[] { reference } });
         var model = fixture.Loaded.For(Precision.Float64);
         for (int i = 0; i < texts.Length; i++)
@@ -49,7 +52,7 @@ public class ReferenceCheckTests(ThreeLabelModel fixture) : IClassFixture<ThreeL
         // "[PAD]" typed in is not the pad token, so use the reference text itself as a custom reference.
         const string text = "the plot was dull";
         var result = new TextExplainer(fixture.Loaded).Explain(new[] { text }, new ExplainRequest { References = new[] { text } })[0];
-        // float32: the text's probability comes from DeepLift's pass, the reference's from a plain forward (rounding apart).
+        // float32: both probabilities come from DeepLift's pass, the text's half and the reference's (rounding apart).
         Assert.InRange(result.Reference!.ProbabilityChange, -1e-6, 1e-6);
         Assert.True(result.Reference.Weak);
     }
