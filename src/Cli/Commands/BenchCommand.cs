@@ -351,7 +351,7 @@ public static class BenchCommand
         long deepliftPeak = 0;
         int passMemoryMb = cl.Int("pass-memory-mb", 0);
         long passMemory = passMemoryMb > 0 ? (long)passMemoryMb << 20 : MethodOptions.DefaultPassMemoryBytes(device.type);
-        long perPass = DeepLift.TextsPerPass(model.Config, length, model.DType, new MethodOptions { MaxRowsPerPass = cl.Int("max-rows", 64), PassMemoryBytes = passMemory }, batch, device.type);
+        long perPass = DeepLift.TextsPerPass(model, length, new MethodOptions { MaxRowsPerPass = cl.Int("max-rows", 64), PassMemoryBytes = passMemory }, batch, device.type);
         foreach (var rule in rules)
         {
             AttributionOutput? result = null;

@@ -29,7 +29,7 @@ public sealed class DeepLift : IAttributionMethod
     internal static AttributionOutput AttributeOne(ITextModel model, AttributionBatch batch, int referenceIndex, MethodOptions options)
     {
         var reference = batch.ReferenceEmbeddings[referenceIndex];
-        long n = batch.Size, per = TextsPerPass(model.Config, batch.Ids.shape[1], model.DType, options, n, batch.Ids.device.type);
+        long n = batch.Size, per = TextsPerPass(model, batch.Ids.shape[1], options, n, batch.Ids.device.type);
         if (n <= per) return AttributeChunk(model, batch, reference, referenceIndex, options);
         using var scope = NewDisposeScope();
         var parts = new List<AttributionOutput>();
@@ -67,11 +67,19 @@ public sealed class DeepLift : IAttributionMethod
     /// time (bert-base, 16 × 128: passes of 4, 8, 16 took 0.46, 0.50, 0.49 s/text, peak RSS 1.15, 1.58, 2.46 GB), so
     /// the budget only has to say what memory the process may use.
     /// </summary>
+    public static long TextsPerPass(ITextModel model, long length, MethodOptions options, long? batchSize = null,
+        TorchSharp.DeviceType device = TorchSharp.DeviceType.CPU) =>
+        TextsPerPass(BytesPerText(model, length), options, batchSize, device);
+
+    /// <summary><see cref="TextsPerPass(ITextModel, long, MethodOptions, long?, TorchSharp.DeviceType)"/> for a BERT-bodied model of <paramref name="config"/>.</summary>
     public static long TextsPerPass(Checkpoints.ModelConfig config, long length, ScalarType dtype, MethodOptions options, long? batchSize = null,
-        TorchSharp.DeviceType device = TorchSharp.DeviceType.CPU)
+        TorchSharp.DeviceType device = TorchSharp.DeviceType.CPU) =>
+        TextsPerPass(BytesPerText(config, length, dtype), options, batchSize, device);
+
+    private static long TextsPerPass(long bytesPerText, MethodOptions options, long? batchSize, TorchSharp.DeviceType device)
     {
         long budget = options.PassMemoryBytes ?? MethodOptions.DefaultPassMemoryBytes(device);
-        long byBudget = budget / Math.Max(1, BytesPerText(config, length, dtype));
+        long byBudget = budget / Math.Max(1, bytesPerText);
         long per = Math.Clamp(byBudget, 1, Math.Max(1, options.MaxRowsPerPass));
         if (batchSize is not long n) return per;
         if (n <= per) return Math.Max(1, n);
@@ -86,6 +94,10 @@ public sealed class DeepLift : IAttributionMethod
     /// measured on bert-base at 128 tokens (80 MB of multipliers per text), the peak grew by 109 MB per text (passes of
     /// 4, 8, 16 under tcmalloc), so the estimate is 1.4 × the multipliers.
     /// </summary>
+    public static long BytesPerText(ITextModel model, long length) =>
+        (long)(BytesPerText(model.Config, length, model.DType) * model.DeepLiftMemoryScale);
+
+    /// <summary>The count for a BERT layer of <paramref name="config"/>'s sizes (see the summary above).</summary>
     public static long BytesPerText(Checkpoints.ModelConfig config, long length, ScalarType dtype)
     {
         long perLayer = 7L * config.HiddenSize * length + 3L * config.Heads * length * length + (long)config.IntermediateSize * length;

@@ -29,7 +29,7 @@ public static class EveryTarget
     /// <summary>DeepLift, every class from one forward pass, in passes of <see cref="DeepLift.TextsPerPass"/> texts (as DeepLift).</summary>
     internal static IReadOnlyList<AttributionOutput> OnePass(ITextModel model, AttributionBatch batch, Tensor reference, MethodOptions options)
     {
-        long n = batch.Size, per = DeepLift.TextsPerPass(model.Config, batch.Ids.shape[1], model.DType, options, n, batch.Ids.device.type);
+        long n = batch.Size, per = DeepLift.TextsPerPass(model, batch.Ids.shape[1], options, n, batch.Ids.device.type);
         if (n <= per) return Chunk(model, batch, reference, options);
         using var scope = NewDisposeScope();
         var parts = new List<IReadOnlyList<AttributionOutput>>();

@@ -45,4 +45,11 @@ public interface ITextModel : IDisposable
 
     /// <summary>The weights by role (see the architecture's <see cref="Architectures.WeightTable"/>), for writing checkpoints.</summary>
     IReadOnlyDictionary<string, Tensor> Weights { get; }
+
+    /// <summary>
+    /// What one text's DeepLift pass keeps, relative to <see cref="Attribution.DeepLift.BytesPerText"/>'s count for a
+    /// BERT layer of the same sizes (1 for the BERT-bodied families): a family with more rule steps per layer (relative
+    /// positions, gated MLPs) says how many more, as measured, so that passes still fit the memory budget.
+    /// </summary>
+    double DeepLiftMemoryScale => 1.0;
 }

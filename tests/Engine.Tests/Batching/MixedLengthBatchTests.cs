@@ -411,6 +411,27 @@ public class MixedLengthBatchTests(BatchingModels fixture, ArchitectureModels ar
         Assert.True((whole.Fx0 - split.Fx0).abs().max().item<double>() <= 1e-12 * scale);
     }
 
+    /// <summary>
+    /// Families that keep more per text than a BERT layer of the same sizes get fewer texts a pass under the same budget
+    /// (their measured scale), so a worker's pass memory holds on DeBERTa and ModernBERT too; BERT-bodied ones keep the
+    /// BERT count.
+    /// </summary>
+    [Theory]
+    [InlineData("deberta-v3", 1.9)]
+    [InlineData("modernbert", 1.6)]
+    [InlineData("electra", 1.0)]
+    [InlineData("xlm-roberta", 1.0)]
+    public void PassMemoryCountsWhatEachFamilyKeeps(string name, double scale)
+    {
+        var model = architectures[name].For(Precision.Float32);
+        Assert.Equal(scale, model.DeepLiftMemoryScale);
+        long bert = DeepLift.BytesPerText(model.Config, 128, model.DType);
+        Assert.Equal((long)(bert * scale), DeepLift.BytesPerText(model, 128));
+        var options = new MethodOptions { PassMemoryBytes = 8 * bert };
+        Assert.Equal(8, DeepLift.TextsPerPass(model.Config, 128, model.DType, options));
+        Assert.Equal(Math.Max(1, (long)(8 * bert / (long)(bert * scale))), DeepLift.TextsPerPass(model, 128, options));
+    }
+
     private static List<TokenizedText> Sorted(TextExplainer explainer, IReadOnlyList<string> texts) =>
         explainer.Tokenize(texts).OrderByDescending(t => t.Ids.Length).ToList();
 }

@@ -30,6 +30,13 @@ public sealed class ModernBertClassifier : ITextModel
     public IReadOnlyDictionary<string, Tensor> Weights => _w;
     public int OutputSize => (int)_w["cls"].shape[0];
     public bool HasClassifier => true;
+
+    /// <summary>
+    /// Measured (<c>fleet bench attribute --architecture modernbert --layers 4 --batch 8 --max-rows 2|8</c>, peak RSS
+    /// difference over 6 texts): 12 MiB a layer a text at 128 tokens against 7.6 counted for a BERT layer of the same
+    /// sizes: GeGLU's two halves and their product, the rotated q and k, and the masked scores are kept too.
+    /// </summary>
+    public double DeepLiftMemoryScale => 1.6;
     public ProblemType Problem => Config.Problem;
 
     /// <summary>The model owns <paramref name="weights"/> (frees them on dispose).</summary>
