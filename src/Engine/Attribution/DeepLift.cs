@@ -165,7 +165,7 @@ public sealed class DeepLift : IAttributionMethod
         var ops = new DeepLiftOps(options.SoftmaxRule, options.PromoteMultipliers);
         var name = groups.Names?[referenceIndex];
         var cache = name is null ? null : options.ReferenceCache;
-        ReferenceKey Key(int g) => new(ReferenceKey.ModelId(model), name!, lengths[g], width, options.SoftmaxRule, options.PromoteMultipliers);
+        ReferenceKey Key(int g) => new(ReferenceKey.ModelId(model), name!, lengths[g], options.SoftmaxRule, options.PromoteMultipliers);
         var cached = groups.Count == 1 ? cache?.TryAcquire(Key(0)) : null;
         if (groups.Count == 1 && cached is null)
         {
@@ -188,12 +188,12 @@ public sealed class DeepLift : IAttributionMethod
                 var missing = Enumerable.Range(0, groups.Count).Where(g => found[g] is null).ToArray();
                 if (missing.Length > 0)
                 {
-                    // Every missing length in one recording pass.
-                    var index = tensor(missing.Select(g => (long)g).ToArray(), device: reference.device);
-                    var recorded = ReferenceTape.RecordRows(model, reference.index_select(0, index), masks.index_select(0, index), ops);
+                    // Each missing length recorded at its own width (no padding), so its tape serves every later pass of
+                    // any width, and is the same tape, to the bit, whichever batch first needed it.
                     for (int i = 0; i < missing.Length; i++)
                     {
-                        var tape = recorded[i];
+                        int g = missing[i], length = lengths[g];
+                        var tape = ReferenceTape.Record(model, reference.narrow(0, g, 1).narrow(1, 0, length), masks.narrow(0, g, 1).narrow(1, 0, length), ops);
                         tape.Acquire();
                         tapes.Add(tape);
                         if (cache is null) tape.Evict(); // used by this pass only: freed when it releases it
@@ -207,7 +207,7 @@ public sealed class DeepLift : IAttributionMethod
             using var grad = enable_grad();
             CountPass(ids.shape[0]);
             var x = model.WordEmbeddings(ids).detach().requires_grad_(true);
-            var replay = new TapeReplayOps(ops, tapes, groups.Rows);
+            var replay = new TapeReplayOps(ops, tapes, groups.Rows, lengths, width);
             var groupOfRow = tensor(groups.Rows.SelectMany((count, g) => Enumerable.Repeat((long)g, (int)count)).ToArray(), device: x.device);
             Act f;
             Tensor logits, logitsRef;
@@ -226,8 +226,22 @@ public sealed class DeepLift : IAttributionMethod
                 f.X.sum().backward();
                 Rules.RuleGradients.ReleaseHanded();
             }
-            var attributions = (x.detach() - reference.index_select(0, groupOfRow)) * x.grad!;
-            var result = AttributionMath.Finish(attributions, f.X, f.Ref, logits, targets) with { ReferenceLogits = RowsOf(logitsRef, batch.Size) };
+            var r = reference.index_select(0, groupOfRow);
+            var attributions = (x.detach() - r) * x.grad!;
+            // A text equal to its reference (x = x0 to the bit) has f(x0) = f(x): taken from this pass. Its tape was
+            // recorded at the text's own width, and a wider pass computes the same function with other rounding (an ulp),
+            // which would leave it a delta of that size against an output change of exactly 0.
+            Tensor fx0 = f.Ref;
+            using (no_grad())
+            {
+                var same = x.detach().eq(r).reshape(x.shape[0], -1).all(1);
+                if (same.any().item<bool>())
+                {
+                    fx0 = where(same, f.X.detach(), f.Ref);
+                    logitsRef = where(same.unsqueeze(1), logits.detach(), logitsRef);
+                }
+            }
+            var result = AttributionMath.Finish(attributions, f.X, fx0, logits, targets) with { ReferenceLogits = RowsOf(logitsRef, batch.Size) };
             if (width < batch.Ids.shape[1]) result = PadTo(result, batch.Ids.shape[1]);
             return Detach(result, scope);
         }

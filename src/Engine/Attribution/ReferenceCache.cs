@@ -6,9 +6,10 @@ namespace AttributionFleet.Engine.Attribution;
 
 /// <summary>
 /// What a reference tape depends on: the model (one id per loaded model copy, so each precision and device is its own),
-/// the reference (kind or text), its length and the width it is padded to, and the rule options.
+/// the reference (kind or text), its length, and the rule options. Not the width of the pass that uses it: a tape is
+/// recorded at its own length and padded to each pass's width when replayed (<see cref="TapeReplayOps"/>).
 /// </summary>
-public readonly record struct ReferenceKey(long Model, string Reference, int Length, int Width, SoftmaxRuleKind SoftmaxRule, bool Promote)
+public readonly record struct ReferenceKey(long Model, string Reference, int Length, SoftmaxRuleKind SoftmaxRule, bool Promote)
 {
     private static readonly ConditionalWeakTable<Models.ITextModel, object> Ids = new();
     private static long _next;
@@ -22,8 +23,9 @@ public readonly record struct ReferenceKey(long Model, string Reference, int Len
 /// Reference tapes kept across batches and jobs in a least-recently-used list under a memory budget. A tape is exact to
 /// reuse (the reference half has no gradient and depends only on its key). One tape of a bert-base-sized model at 128
 /// tokens holds ~61 MB in float32 (per layer 9·L·H for Q, Kᵀ, V, the two LayerNorm inputs and the GELU input, and 2·heads·L²
-/// for the scores and the softmax), so the default budget (1 GiB) keeps about sixteen lengths of such a model. A job
-/// whose (length, width) keys outnumber what fits gets few hits from the next job (least recently used goes first).
+/// for the scores and the softmax), so the default budget (1 GiB) keeps about sixteen lengths of such a model at 128
+/// tokens (more of shorter ones). A job whose lengths outnumber what fits gets fewer hits from the next job (least
+/// recently used goes first).
 /// </summary>
 public sealed class ReferenceCache
 {

@@ -61,32 +61,6 @@ public sealed class ReferenceTape : IDisposable
         return new ReferenceTape(recorder.Inputs, Keep(logits.Ref));
     }
 
-    /// <summary>
-    /// <see cref="Record"/> for several references at once ([k, W, H], masks [k, W]): one recording pass of k rows (on an
-    /// accelerator k passes of one row would each pay the launches), cut into one tape per row (each row copied out, so
-    /// every tape owns its memory and is evicted on its own).
-    /// </summary>
-    internal static IReadOnlyList<ReferenceTape> RecordRows(Models.ITextModel model, Tensor references, Tensor masks, DeepLiftOps ops)
-    {
-        long k = references.shape[0];
-        if (k == 1) return new[] { Record(model, references, masks, ops) };
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        var recorder = new TapeRecorder(ops);
-        var r = references.detach();
-        var logits = model.Forward(recorder, Act.ReferenceOnly(r), masks);
-        Tensor Row(Tensor t, long g)
-        {
-            if (t.shape[0] != k) throw new InvalidOperationException($"a reference activation has {t.shape[0]} rows in a recording pass of {k}");
-            return Keep(t.narrow(0, g, 1).clone());
-        }
-        var tapes = new List<ReferenceTape>();
-        for (long g = 0; g < k; g++)
-            tapes.Add(new ReferenceTape(recorder.Inputs.Select(step => step.Select(t => Row(t, g)).ToArray()).ToList(), Row(logits.Ref, g)));
-        foreach (var t in recorder.Inputs.SelectMany(x => x)) t.Dispose();
-        return tapes;
-    }
-
     /// <summary>A handle of its own on the same storage, owned by the tape, not by any dispose scope.</summary>
     internal static Tensor Keep(Tensor t)
     {
@@ -147,8 +121,18 @@ public sealed class ReferenceTape : IDisposable
 /// broadcast over the group. With one group the rule runs once on the whole batch (exactly what a pass carrying its
 /// reference computes); with several, on each group's rows (split/cat: autograd routes each group's gradient back).
 /// The rules' own reference outputs are dropped: the tape already holds what the next rule needs.
+/// <para>
+/// A tape is recorded at its own length l; a pass of width W &gt; l pads it (<see cref="Fit"/>) along every dimension
+/// where the tape has l and the pass's activation has W. That is exact for the text's real positions: padded keys are
+/// masked, so a real query's attention to them is the same in both halves (scores finfo.min before the softmax: the
+/// padding value there, which is also the value a masked score takes, s + finfo.min rounding to finfo.min; probabilities
+/// 0 after it: the padding value elsewhere) and passes no multiplier; padded positions themselves get no gradient from
+/// any real output (masked keys, pooling over real tokens), and their difference from the reference at the embeddings is
+/// 0 ([PAD] in both), so the values padded there (0) only have to be finite. mixed-length batches equal each text alone
+/// within 1e-12 in float64 (MixedLengthBatchTests), on every family.
+/// </para>
 /// </summary>
-internal sealed class TapeReplayOps(DeepLiftOps inner, IReadOnlyList<ReferenceTape> tapes, long[] rowsPerGroup) : TensorOps
+internal sealed class TapeReplayOps(DeepLiftOps inner, IReadOnlyList<ReferenceTape> tapes, long[] rowsPerGroup, int[] lengths, long width) : TensorOps
 {
     private int _step;
 
@@ -156,20 +140,55 @@ internal sealed class TapeReplayOps(DeepLiftOps inner, IReadOnlyList<ReferenceTa
     public int Steps => _step;
 
     public override Act Apply(Act a, Activation activation) => Run(new[] { a }, p => inner.Apply(p[0], activation));
-    public override Act Softmax(Act a, long dim) => Run(new[] { a }, p => inner.Softmax(p[0], dim));
+    public override Act Softmax(Act a, long dim) => Run(new[] { a }, p => inner.Softmax(p[0], dim), softmaxDim: dim);
     public override Act LayerNorm(Act a, Tensor weight, Tensor bias, double eps) => Run(new[] { a }, p => inner.LayerNorm(p[0], weight, bias, eps));
     public override Act MatMul(Act a, Act b) => Run(new[] { a, b }, p => inner.MatMul(p[0], p[1]));
     public override Act Mul(Act a, Act b) => Run(new[] { a, b }, p => inner.Mul(p[0], p[1]));
 
-    private Act Run(Act[] operands, Func<Act[], Act> rule)
+    private Act Run(Act[] operands, Func<Act[], Act> rule, long? softmaxDim = null)
     {
         int step = _step++;
         if (tapes.Count == 1)
-            return new Act(rule(operands.Select((a, s) => new Act(a.X, tapes[0].Input(step, s))).ToArray()).X);
+            return new Act(rule(operands.Select((a, s) => new Act(a.X, Fit(tapes[0].Input(step, s), a.X, lengths[0], softmaxDim))).ToArray()).X);
         var parts = operands.Select(a => a.X.split(rowsPerGroup, 0)).ToArray();
         var outputs = new Tensor[tapes.Count];
         for (int g = 0; g < tapes.Count; g++)
-            outputs[g] = rule(operands.Select((_, s) => new Act(parts[s][g], tapes[g].Input(step, s))).ToArray()).X;
+            outputs[g] = rule(operands.Select((_, s) => new Act(parts[s][g], Fit(tapes[g].Input(step, s), parts[s][g], lengths[g], softmaxDim))).ToArray()).X;
         return new Act(cat(outputs, 0));
     }
+
+    /// <summary>
+    /// The tape's activation [1, …] for a length-<paramref name="length"/> group, padded to the pass's activation
+    /// <paramref name="x"/> [n, …]: every dimension (past the batch one) where the tape has the length and the pass has
+    /// its width grows by zeros, and the softmax's own dimension, before a softmax, by finfo.min. Any other difference
+    /// of shape means the tape was recorded for something else, and is an error.
+    /// </summary>
+    private Tensor Fit(Tensor tape, Tensor x, int length, long? softmaxDim)
+    {
+        if (length == width) return tape;
+        long rank = x.dim();
+        if (tape.dim() != rank) throw Mismatch(tape, x);
+        long? masked = softmaxDim is long d ? (d < 0 ? d + rank : d) : null;
+        var zeroPads = new long[2 * rank];
+        var minPads = new long[2 * rank];
+        bool any = false;
+        for (long dim = 1; dim < rank; dim++)
+        {
+            long have = tape.shape[dim], want = x.shape[dim];
+            if (have == want) continue;
+            if (have != length || want != width) throw Mismatch(tape, x);
+            // nn.functional.pad's list runs from the last dimension backwards, (before, after) for each.
+            long at = 2 * (rank - 1 - dim) + 1;
+            (dim == masked ? minPads : zeroPads)[at] = want - have;
+            any = true;
+        }
+        if (!any) return tape;
+        var padded = zeroPads.Any(p => p != 0) ? nn.functional.pad(tape, zeroPads) : tape;
+        if (minPads.Any(p => p != 0))
+            padded = nn.functional.pad(padded, minPads, value: finfo(tape.dtype).min);
+        return padded;
+    }
+
+    private InvalidOperationException Mismatch(Tensor tape, Tensor x) => new(
+        $"a reference tape's activation [{string.Join(", ", tape.shape)}] does not fit the pass's [{string.Join(", ", x.shape)}] (width {width}): the tape was recorded for another model or length");
 }

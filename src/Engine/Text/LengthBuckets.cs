@@ -6,7 +6,7 @@ namespace AttributionFleet.Engine.Text;
 /// cost(bucket) = (n + ρ · new_lengths + pass_overhead + group_overhead · (lengths − 1)) · W · (1 + W / (6 H))
 /// </code>
 /// n texts padded to width W (the padding is the waste), one reference row per distinct length not already recorded
-/// for this width (ρ: recording a reference tape in a pass of the references alone), and a fixed per-pass
+/// by the previous batch (ρ: recording a reference tape in a pass of the references alone), and a fixed per-pass
 /// overhead in rows (kernel launches, the per-group split of every rule; large on an accelerator, where a pass is
 /// launch-bound). The factor <c>1 + W/(6H)</c> is the
 /// attention's share: per token a layer does ~24 H² multiply-adds in its linear maps and ~4 W H in attention.
@@ -50,8 +50,8 @@ public sealed record BucketCostModel
 /// <summary>
 /// Splits texts into padded batches of nearby lengths at the least total <see cref="BucketCostModel.Cost"/>: texts sorted
 /// by length (longest first), then the cheapest cut of that order into runs of at most the batch size (dynamic
-/// programming over the cut points, O(texts × batch size)). A length cut across two batches of that one length counts its
-/// reference once (the second batch finds its tape, same length and width, in the cache). Deterministic: the same lengths give the same batches.
+/// programming over the cut points, O(texts × batch size)). A length cut across two batches counts its reference once
+/// (the second batch finds its tape in the cache: tapes are kept per length, whatever the width). Deterministic: the same lengths give the same batches.
 /// </summary>
 public static class LengthBuckets
 {
@@ -85,8 +85,8 @@ public static class LengthBuckets
                     if (start == end - 1 || lengths[order[start]] != lengths[order[start + 1]]) distinct++;
                     if (double.IsPositiveInfinity(best[previous, start])) continue;
                     int width = lengths[order[start]];
-                    // The previous batch recorded this length's tape at the same width only if all its texts have this length.
-                    bool recorded = start > 0 && lengths[order[cut[previous, start]]] == width;
+                    // A length cut across two batches: the previous batch recorded its tape (tapes serve any width).
+                    bool recorded = start > 0 && lengths[order[start - 1]] == width;
                     double c = best[previous, start] + cost.Cost(end - start, width, distinct - (recorded ? 1 : 0), distinct);
                     if (c < best[k, end]) { best[k, end] = c; cut[k, end] = start; }
                 }

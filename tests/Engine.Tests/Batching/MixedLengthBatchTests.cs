@@ -152,6 +152,9 @@ public class MixedLengthBatchTests(BatchingModels fixture, ArchitectureModels ar
         { "electra", "centered-logit" },
         { "deberta-v2", "centered-logit" },
         { "deberta-v2", "probability" },
+        { "deberta-v3", "centered-logit" },
+        { "modernbert", "centered-logit" },
+        { "modernbert", "probability" },
         { "xlm-roberta", "centered-logit" },
         { "onnx-roberta", "probability" },
         { "onnx-distilbert", "centered-logit" },
@@ -409,6 +412,42 @@ public class MixedLengthBatchTests(BatchingModels fixture, ArchitectureModels ar
         double scale = Math.Max(1, whole.Scores.abs().max().item<double>());
         Assert.True((whole.Scores - split.Scores).abs().max().item<double>() <= 1e-12 * scale);
         Assert.True((whole.Fx0 - split.Fx0).abs().max().item<double>() <= 1e-12 * scale);
+    }
+
+    /// <summary>
+    /// A tape is kept per length, recorded at that length's own width: a later batch of another width (another job's)
+    /// finds it, pads it to its width, and gives bit for bit what recording it afresh gives, and each text what it gets
+    /// alone (1e-12, float64).
+    /// </summary>
+    [Fact]
+    public void ATapeRecordedInANarrowBatchServesAWiderOne()
+    {
+        var loaded = fixture.Models["BertForSequenceClassification"];
+        var explainer = new TextExplainer(loaded);
+        var model = loaded.For(Precision.Float64);
+        var cache = new ReferenceCache(1L << 30);
+        var options = new MethodOptions { ReferenceCache = cache };
+        var narrow = explainer.PaddedBatch(Sorted(explainer, BatchingModels.Texts(4, 7)), new[] { "pad" }, model, null);
+        new DeepLift().Attribute(model, narrow, options);
+        Assert.Equal((0, 2), (cache.Hits, cache.Misses));
+        var texts = BatchingModels.Texts(12, 7, 4);
+        var items = Sorted(explainer, texts);
+        var wide = explainer.PaddedBatch(items, new[] { "pad" }, model, null);
+        Assert.True(wide.Ids.shape[1] > narrow.Ids.shape[1]);
+        var fromCache = new DeepLift().Attribute(model, wide, options);
+        Assert.Equal((2, 3), (cache.Hits, cache.Misses)); // lengths 9 and 6 found at width 14; 14 recorded
+        var fresh = new DeepLift().Attribute(model, wide, new MethodOptions { ReferenceCache = null });
+        Assert.Equal(fresh.Scores.data<double>().ToArray(), fromCache.Scores.data<double>().ToArray());
+        Assert.Equal(fresh.Fx0.data<double>().ToArray(), fromCache.Fx0.data<double>().ToArray());
+        for (int i = 0; i < items.Count; i++)
+        {
+            var alone = new TextExplainer(loaded).Explain(new[] { items[i].Text }, new ExplainRequest { Precision = "float64", Target = fromCache.Targets[i].ToString(), ReferenceCacheMB = 0 })[0];
+            int l = items[i].Ids.Length;
+            var scores = fromCache.Scores[i].narrow(0, 0, l).data<double>().ToArray();
+            double scale = Math.Max(1, alone.Scores.Max(Math.Abs));
+            Assert.True(alone.Scores.Zip(scores, (a, b) => Math.Abs(a - b)).Max() <= 1e-12 * scale, $"text {i} ({l} tokens)");
+            Assert.True(Math.Abs(alone.Fx0 - fromCache.Fx0[i].item<double>()) <= 1e-12 * Math.Max(1, Math.Abs(alone.Fx0)), $"text {i}: f(x0)");
+        }
     }
 
     /// <summary>

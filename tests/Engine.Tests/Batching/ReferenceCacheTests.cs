@@ -11,7 +11,7 @@ public class ReferenceCacheTests
     private static ReferenceTape Tape(long floats) =>
         new(new List<Tensor[]> { new[] { ReferenceTape.Keep(zeros(1, floats)) } }, ReferenceTape.Keep(zeros(1, 2)));
 
-    private static ReferenceKey Key(int length) => new(1, "pad", length, length, SoftmaxRuleKind.Exact, true);
+    private static ReferenceKey Key(int length) => new(1, "pad", length, SoftmaxRuleKind.Exact, true);
 
     [Fact]
     public void LeastRecentlyUsedIsEvictedFirstAndTheBudgetHolds()
