@@ -185,7 +185,7 @@ public sealed class HarnessTests
     public async Task An_engine_exception_is_retried_then_fails_the_job_and_the_worker_keeps_consuming()
     {
         FaultyEngine? engine = null;
-        await using var fleet = await Start(sp => engine = new FaultyEngine(new TextAttributionEngine(sp.GetRequiredService<ModelRegistry>(), sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<AttributionFleet.Worker.Hosting.WorkerOptions>>())));
+        await using var fleet = await Start(sp => engine = new FaultyEngine(new TextAttributionEngine(sp.GetRequiredService<ModelRegistry>(), sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<AttributionFleet.Worker.Hosting.WorkerOptions>>(), sp.GetRequiredService<AttributionFleet.Engine.EngineThreads>())));
         var job = Job() with { Texts = new[] { new JobText { Id = "x", Text = "boom goes the engine" } } };
         var (outcome, _) = await fleet.Run(job);
 

@@ -48,6 +48,9 @@ public static class FleetHostingExtensions
         services.Configure<ModelsOptions>(o => configuration.GetSection(ModelsOptions.Section).Bind(o.Models));
         services.AddFleetMetrics();
         services.TryAddSingleton<ModelRegistry>();
+        // Every batch's libtorch calls on a long-lived engine thread (one per batch explained at once), not on whichever
+        // pool thread the consumer got: see EngineThreads.
+        services.TryAddSingleton(sp => new Engine.EngineThreads(Math.Max(1, sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<WorkerOptions>>().Value.ConcurrentBatches)));
         services.TryAddSingleton<IAttributionEngine, TextAttributionEngine>();
         services.TryAddSingleton<JobPlanner>();
         services.TryAddSingleton<FleetClient>();

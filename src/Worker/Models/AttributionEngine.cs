@@ -13,8 +13,12 @@ public interface IAttributionEngine
     IReadOnlyList<Explanation> Explain(string modelId, IReadOnlyList<string> texts, ExplainRequest request);
 }
 
-/// <summary>The real engine: models from the <see cref="ModelRegistry"/>, explanations from <see cref="TextExplainer"/>.</summary>
-public sealed class TextAttributionEngine(ModelRegistry registry, Microsoft.Extensions.Options.IOptions<WorkerOptions> worker) : IAttributionEngine
+/// <summary>
+/// The real engine: models from the <see cref="ModelRegistry"/>, explanations from <see cref="TextExplainer"/>, run on the
+/// host's <see cref="Engine.EngineThreads"/> (the caller waits).
+/// </summary>
+public sealed class TextAttributionEngine(ModelRegistry registry, Microsoft.Extensions.Options.IOptions<WorkerOptions> worker, Engine.EngineThreads threads)
+    : IAttributionEngine
 {
     public IReadOnlyList<int> TokenLengths(string modelId, IReadOnlyList<string> texts, int? maxLength)
     {
@@ -26,7 +30,8 @@ public sealed class TextAttributionEngine(ModelRegistry registry, Microsoft.Exte
     {
         using var lease = registry.Acquire(modelId);
         if (request.PassMemoryMB is null && worker.Value.PassMemoryMB > 0) request = request with { PassMemoryMB = worker.Value.PassMemoryMB };
-        return new TextExplainer(lease.Model).Explain(texts, request);
+        var model = lease.Model;
+        return threads.Invoke(() => new TextExplainer(model).Explain(texts, request));
     }
 }
 
