@@ -18,12 +18,13 @@ public sealed class ModelPreloadState
 }
 
 /// <summary>Loads every configured model once at start (so the first batch does not pay for it) and sets libtorch's threads.</summary>
-public sealed class ModelPreloader(ModelRegistry registry, ModelPreloadState state, IOptions<WorkerOptions> worker, ILogger<ModelPreloader> log)
-    : BackgroundService
+public sealed class ModelPreloader(ModelRegistry registry, ModelPreloadState state, IOptions<WorkerOptions> worker, ILogger<ModelPreloader> log,
+    Engine.EngineThreads engineThreads) : BackgroundService
 {
     protected override Task ExecuteAsync(CancellationToken stoppingToken) => Task.Run(() =>
     {
-        Engine.EngineRuntime.Configure(worker.Value.TorchThreads);
+        // On an engine thread, as every later libtorch call (see EngineThreads); the registry loads there too.
+        engineThreads.Invoke(() => { Engine.EngineRuntime.Configure(worker.Value.TorchThreads); return 0; });
         log.LogInformation("Native allocator: {Allocator}", Engine.NativeAllocator.Describe());
         if (!worker.Value.PreloadModels || !worker.Value.ConsumeJobs)
         {

@@ -37,8 +37,13 @@ public sealed class ModelRegistry : IDisposable
         public long LastUsed;
     }
 
-    public ModelRegistry(IOptions<ModelsOptions> models, IOptions<WorkerOptions> worker, ILogger<ModelRegistry> log, FleetMetrics? metrics = null)
+    private readonly Engine.EngineThreads? _threads;
+
+    /// <param name="threads">Where models are loaded (the engine threads that will run them; see <see cref="Engine.EngineThreads"/>); null: the caller's thread.</param>
+    public ModelRegistry(IOptions<ModelsOptions> models, IOptions<WorkerOptions> worker, ILogger<ModelRegistry> log, FleetMetrics? metrics = null,
+        Engine.EngineThreads? threads = null)
     {
+        _threads = threads;
         _configured = new Dictionary<string, ModelOptions>(models.Value.Models, StringComparer.OrdinalIgnoreCase);
         // The embedded default model is always there unless configured otherwise (built on first use, not preloaded).
         _configured.TryAdd(DefaultModel.Id, new ModelOptions());
@@ -93,7 +98,8 @@ public sealed class ModelRegistry : IDisposable
                 if (TryLease(modelId, out var lease)) return lease;
             var started = System.Diagnostics.Stopwatch.StartNew();
             var folder = AttributionFleet.Engine.Checkpoints.CheckpointFolder.Resolve(FolderOf(modelId, options)); // hub-cache folders name their snapshot
-            var model = LoadedModel.Load(folder, DeviceSelector.Resolve(_device));
+            var device = DeviceSelector.Resolve(_device);
+            var model = _threads is null ? LoadedModel.Load(folder, device) : _threads.Invoke(() => LoadedModel.Load(folder, device));
             _log.LogInformation("Loaded model {ModelId} from {Path} ({MB:0.0} MB) in {Ms} ms", modelId, folder, model.WeightBytes / 1048576.0, started.ElapsedMilliseconds);
             _metrics?.ModelLoaded(modelId, model.Device.type.ToString().ToLowerInvariant(), started.Elapsed);
             lock (_gate)

@@ -30,6 +30,17 @@ public class EngineThreadsTests
     }
 
     [Fact]
+    public async Task WorkThatInvokesTheEngineFromAnEngineThreadRunsInPlace()
+    {
+        // The registry loads a model through the engine threads; a load asked for on an engine thread must not wait for itself.
+        using var engine = new EngineThreads(1);
+        var nested = engine.Run(() => (Outer: Environment.CurrentManagedThreadId, Inner: engine.Invoke(() => Environment.CurrentManagedThreadId)));
+        var (outer, inner) = await nested.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(outer, inner);
+        Assert.False(engine.IsEngineThread);
+    }
+
+    [Fact]
     public void AnExceptionReachesTheCallerAsThrown()
     {
         using var engine = new EngineThreads(1);
