@@ -451,6 +451,49 @@ public class MixedLengthBatchTests(BatchingModels fixture, ArchitectureModels ar
     }
 
     /// <summary>
+    /// The padded tape replay on the fixtures without a tokenizer (DeBERTa-v2 with absolute positions, token types and
+    /// unbucketed relative distances; separate position projections), built from ids: each row of a mixed-length batch,
+    /// its references recorded at their own lengths and padded to the batch's width, gets what the text gets alone
+    /// (float64, 1e-12), and its delta stays at rounding.
+    /// </summary>
+    [Theory]
+    [InlineData("deberta-v2-options")]
+    [InlineData("deberta-v2-separate-keys")]
+    public void MixedLengthBatchFromIdsEqualsEachTextAlone(string fixture)
+    {
+        using var model = ModelLoader.Load(ArchitectureFixtures.Folder(fixture), dtype: ScalarType.Float64);
+        int[] lengths = { 11, 11, 8, 5, 3 };
+        int width = lengths.Max(), vocab = model.Config.VocabSize;
+        const long cls = 1, sep = 2, pad = 0;
+        var rng = new Random(7);
+        long[] Text(int l) => Enumerable.Range(0, l).Select(i => i == 0 ? cls : i == l - 1 ? sep : rng.Next(5, vocab)).Select(v => (long)v).ToArray();
+        long[] Reference(int l) => Enumerable.Range(0, l).Select(i => i == 0 ? cls : i == l - 1 ? sep : pad).ToArray();
+        long[] Padded(long[] ids) => ids.Concat(Enumerable.Repeat(pad, width - ids.Length)).ToArray();
+        var texts = lengths.Select(Text).ToList();
+        var distinct = lengths.Distinct().ToArray();
+        var ids = tensor(texts.SelectMany(Padded).ToArray()).reshape(lengths.Length, width);
+        Tensor Mask(IEnumerable<int> ls) => tensor(ls.SelectMany(l => Enumerable.Range(0, width).Select(i => i < l ? 1L : 0L)).ToArray()).reshape(-1, width);
+        var refs = model.WordEmbeddings(tensor(distinct.SelectMany(l => Padded(Reference(l))).ToArray()).reshape(distinct.Length, width));
+        var groups = new ReferenceGroups(distinct.Select(l => (long)lengths.Count(x => x == l)).ToArray(), Mask(distinct), new[] { "pad" });
+        var batch = new AttributionBatch(ids, Mask(lengths), new[] { refs }, null) { Groups = groups };
+        var mixed = new DeepLift().Attribute(model, batch, new MethodOptions { ReferenceCache = new ReferenceCache(1L << 30) });
+        for (int i = 0; i < lengths.Length; i++)
+        {
+            int l = lengths[i];
+            var one = tensor(texts[i]).unsqueeze(0);
+            var alone = new DeepLift().Attribute(model, new AttributionBatch(one, ones_like(one), new[] { model.WordEmbeddings(tensor(Reference(l)).unsqueeze(0)) },
+                new[] { mixed.Targets[i] }), new MethodOptions { ReferenceCache = null });
+            var a = alone.Scores[0].data<double>().ToArray();
+            var m = mixed.Scores[i].narrow(0, 0, l).data<double>().ToArray();
+            double scale = Math.Max(1, a.Max(Math.Abs));
+            Assert.True(a.Zip(m, (x, y) => Math.Abs(x - y)).Max() <= 1e-12 * scale, $"{fixture} text {i} ({l} tokens)");
+            Assert.All(mixed.Scores[i].narrow(0, l, width - l).data<double>().ToArray(), s => Assert.Equal(0.0, s));
+            Assert.True(Math.Abs(alone.Fx0[0].item<double>() - mixed.Fx0[i].item<double>()) <= 1e-12, $"{fixture} text {i}: f(x0)");
+            Assert.True(Math.Abs(mixed.Delta[i].item<double>()) <= 1e-10, $"{fixture} text {i}: delta {mixed.Delta[i].item<double>():E2}");
+        }
+    }
+
+    /// <summary>
     /// Families that keep more per text than a BERT layer of the same sizes get fewer texts a pass under the same budget
     /// (their measured scale), so a worker's pass memory holds on DeBERTa and ModernBERT too; BERT-bodied ones keep the
     /// BERT count.
