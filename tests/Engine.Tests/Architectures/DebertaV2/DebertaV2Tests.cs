@@ -135,40 +135,14 @@ public sealed class DebertaV2Tests(ITestOutputHelper output) : IDisposable
         Assert.True(diff <= 1e-5, $"max diff {diff:E3}");
     }
 
-    public static TheoryData<string, OutputKind, Precision> DeepLiftCases()
-    {
-        var data = new TheoryData<string, OutputKind, Precision>();
-        foreach (var f in new[] { Fixture, OptionsFixture })
-            foreach (var o in new[] { OutputKind.Logit, OutputKind.CenteredLogit, OutputKind.Probability })
-                foreach (var p in new[] { Precision.Float64, Precision.Float32 })
-                    data.Add(f, o, p);
-        return data;
-    }
+    public static TheoryData<string, OutputKind, Precision> DeepLiftCases() => FixtureExactness.Cases(Fixture, OptionsFixture);
 
     [Theory]
     [MemberData(nameof(DeepLiftCases))]
-    public void DeepLiftIsExactOnPaddedBatch(string fixture, OutputKind kind, Precision precision)
-    {
-        var dtype = precision == Precision.Float64 ? ScalarType.Float64 : ScalarType.Float32;
-        var (ids, mask, _, _) = ArchitectureFixtures.Case(fixture);
-        using var model = ModelLoader.Load(ArchitectureFixtures.Folder(fixture), dtype: dtype);
-        var reference = ArchitectureTests.ReferenceIds(ids, mask, model.Config);
+    public void DeepLiftIsExactOnPaddedBatch(string fixture, OutputKind kind, Precision precision) =>
         // Every label once, so that no target's delta hides another's.
-        var targets = Enumerable.Range(0, (int)ids.shape[0]).Select(i => (long)(i % model.OutputSize)).ToArray();
-        var batch = new AttributionBatch(ids, mask, new[] { model.WordEmbeddings(reference) }, targets);
-        var result = new DeepLift().Attribute(model, batch, new MethodOptions { Output = kind });
-
-        double delta = result.Delta.abs().max().item<double>();
-        double scale = maximum(result.Fx.abs(), result.Fx0.abs()).max().item<double>();
-        double change = (result.Fx - result.Fx0).abs().min().item<double>();
-        double relative = (result.Delta.abs() / (result.Fx - result.Fx0).abs()).max().item<double>();
-        output.WriteLine($"{fixture} {kind} {precision}: max|delta| {delta:E2}, max relative delta {relative:E2}, min|f(x)−f(x0)| {change:E2}, max|score| {result.Scores.abs().max().item<double>():E2}");
-        Assert.True(change > 1e-4, "the test needs f(x) != f(x0)");
-        Assert.True(result.Scores.abs().max().item<double>() > 1e-4, "scores should not be all zero");
-        if (precision == Precision.Float64) Assert.True(relative <= 1e-10, $"relative delta {relative:E2}");
-        else Assert.True(delta <= 1e-4 * scale, $"|delta| {delta:E2} > 1e-4 × {scale:E2}");
-        Assert.Equal(0.0, result.Scores.masked_select(mask.logical_not()).abs().max().item<double>());
-    }
+        FixtureExactness.DeepLiftIsExactOnPaddedBatch(fixture, kind, precision, output,
+            (model, n) => Enumerable.Range(0, n).Select(i => (long)(i % model.OutputSize)).ToArray());
 
     /// <summary>Texts through the explainer, as `fleet explain --model tests/fixtures/architectures/deberta-v2` runs them.</summary>
     [Theory]
