@@ -71,11 +71,20 @@ CAPTUM=$(PYTHONPATH="$CAPTUM_SRC" "$PY" bench/captum/captum_deeplift.py "$OUT/te
 echo "$CAPTUM" > "$OUT/captum.log"
 CAPTUM_S=$(sed -E 's/.*s_per_text=([^ ]+).*/\1/' <<< "$CAPTUM")
 CAPTUM_D=$(sed -E 's/.*delta_max=([^ ]+).*/\1/' <<< "$CAPTUM")
+# (e) Captum again with OpenBLAS on its AVX-512 kernels, where the CPU has them: OpenBLAS 0.3.21 does not know every
+# CPU (Zen 5 gets its Haswell AVX2 kernels), and our products run on MKL's AVX-512 kernels there (MklKernels).
+CAPTUM512=
+if grep -qw avx512f /proc/cpuinfo; then
+  CAPTUM512=$(OPENBLAS_CORETYPE=SkylakeX PYTHONPATH="$CAPTUM_SRC" "$PY" bench/captum/captum_deeplift.py "$OUT/texts.txt.ids.json" "$OUT/ours.auto.jsonl" --batch "$BATCH" --threads "$THREADS")
+  echo "$CAPTUM512" > "$OUT/captum-avx512.log"
+  CAPTUM512_S=$(sed -E 's/.*s_per_text=([^ ]+).*/\1/' <<< "$CAPTUM512")
+fi
 
 echo
 echo "issue #13 comparison: $LAYERS layers, $TEXTS texts ($LENGTHS tokens), batch $BATCH, float32; files in $OUT"
-grep -h "allocator:" "$OUT/allocators.log" | sed 's/^/  /'
+grep -h "allocator:\|matrix kernels:" "$OUT/allocators.log" | awk '!seen[$0]++' | sed "s/^/  /"
 echo "  $CAPTUM"
+echo "  captum's BLAS: $(OPENBLAS_VERBOSE=2 "$PY" -c 'import torch; torch.ones(2, 2) @ torch.ones(2, 2)' 2>&1 | grep -m1 '^Core' || echo 'not OpenBLAS, or it did not say')"
 printf '%-34s %10s %14s %12s\n' "run" "s/text" "Captum/this" "|delta| max"
 for alloc in auto system system-untuned; do
   case $alloc in auto) name="ours (auto: tcmalloc if installed)";; system) name="ours (system: tuned glibc)";; *) name="ours (system-untuned: glibc)";; esac
@@ -83,3 +92,13 @@ for alloc in auto system system-untuned; do
   printf '%-34s %10s %14s %12s\n' "$name" "${MARGINAL[$alloc]}" "$ratio" "${DELTA[$alloc]}"
 done
 printf '%-34s %10s %14s %12s\n' "Captum 0.8 LayerDeepLift" "$CAPTUM_S" "1.00x" "$CAPTUM_D"
+if [ -n "$CAPTUM512" ]; then
+  echo
+  echo "against Captum with OpenBLAS forced to its AVX-512 kernels (OPENBLAS_CORETYPE=SkylakeX): $CAPTUM512"
+  for alloc in auto system system-untuned; do
+    case $alloc in auto) name="ours (auto: tcmalloc if installed)";; system) name="ours (system: tuned glibc)";; *) name="ours (system-untuned: glibc)";; esac
+    ratio=$("$PY" -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}x')" "$CAPTUM512_S" "${MARGINAL[$alloc]}")
+    printf '%-34s %10s %14s\n' "$name" "${MARGINAL[$alloc]}" "$ratio"
+  done
+  printf '%-34s %10s %14s\n' "Captum 0.8, OpenBLAS AVX-512" "$CAPTUM512_S" "1.00x"
+fi

@@ -35,12 +35,27 @@ public class NativeAllocatorTests
         info.Environment.Remove("LD_PRELOAD");
         info.Environment.Remove(NativeAllocator.TunablesVariable);
         info.Environment.Remove("FLEET_NATIVE_ALLOCATOR_NOTICE");
+        info.Environment.Remove(MklKernels.SettingVariable);
         foreach (var (k, v) in environment) info.Environment[k] = v;
         using var process = Process.Start(info)!;
         int pid = process.Id;
         var output = process.StandardOutput.ReadToEnd() + process.StandardError.ReadToEnd();
         Assert.True(process.WaitForExit(60_000), "fleet bench allocator did not exit");
         return (output, process.ExitCode, pid);
+    }
+
+    [Fact]
+    public void SaysWhichMatrixKernelsRunAndRefusesAnUnknownSetting()
+    {
+        var (auto, code, _) = RunFleet(new Dictionary<string, string?>());
+        Assert.Equal(0, code);
+        Assert.Matches("matrix kernels: MKL's (AVX-512 kernels|own choice) \\(", auto);
+        var (vendor, vendorCode, _) = RunFleet(new Dictionary<string, string?> { [MklKernels.SettingVariable] = "vendor" });
+        Assert.Equal(0, vendorCode);
+        Assert.Contains("matrix kernels: MKL's own choice (FLEET_MKL_KERNELS=vendor)", vendor);
+        var (unknown, unknownCode, _) = RunFleet(new Dictionary<string, string?> { [MklKernels.SettingVariable] = "fastest" });
+        Assert.Equal(2, unknownCode);
+        Assert.Equal("fleet bench: FLEET_MKL_KERNELS is 'fastest': use auto (the default) or vendor", unknown.Trim());
     }
 
     [TcmallocFact]

@@ -47,6 +47,7 @@ public static class BenchCommand
             case "allocator":
                 stdout.WriteLine($"allocator: {Engine.NativeAllocator.Describe()}; pid {Environment.ProcessId}; " +
                     $"{Engine.NativeAllocator.TunablesVariable}={Environment.GetEnvironmentVariable(Engine.NativeAllocator.TunablesVariable)}");
+                stdout.WriteLine($"matrix kernels: {Engine.MklKernels.Describe()}");
                 return 0;
             case "profile": return Profile(new CommandLine(rest, Options, new[] { "no-promote", "no-kernels" }), stdout);
             default:
@@ -143,6 +144,7 @@ public static class BenchCommand
         SetThreads(cl);
         int batch = cl.Int("batch", 32), length = cl.Int("length", 128), repeats = cl.Int("repeats", 3);
         stdout.WriteLine($"bench predict: batch {batch}, length {length}, {get_num_threads()} torch threads, median of {repeats}, allocator {Engine.NativeAllocator.Describe()}");
+        stdout.WriteLine($"matrix kernels: {Engine.MklKernels.Describe()}");
 
         // MiniLM: TorchSharp engine vs ONNX Runtime, same ids, same process.
         var minilmDir = MiniLmAssets.EnsureImported();
@@ -307,10 +309,11 @@ public static class BenchCommand
         int mid = order[order.Count / 2];
         var (f, b, seconds, held, peak) = passes[mid];
         stdout.WriteLine($"allocator: {Engine.NativeAllocator.Describe()}");
+        stdout.WriteLine($"matrix kernels: {Engine.MklKernels.Describe()}");
         stdout.WriteLine($"DeepLift pass, {layers} layers, batch {batch} x {length} (median of {repeats}): forward {f:F3} s, backward {b:F3} s; plain forward {plain[mid]:F3} s; DeepLift = {(f + b) / plain[mid]:F2}x plain forward");
         foreach (var (name, sec) in seconds.OrderByDescending(p => p.Value))
             stdout.WriteLine($"  {name,-22} {sec,7:F3} s  {sec / f,6:P0} of the forward");
-        stdout.WriteLine($"  {"linear + rest",-22} {f - seconds.Values.Sum(),7:F3} s");
+        stdout.WriteLine($"  {"rest (maps, adds)",-22} {f - seconds.Values.Sum(),7:F3} s");
         stdout.WriteLine($"memory: the forward leaves {held / 1048576.0:F0} MiB for the backward; the pass peaks {peak / 1048576.0:F0} MiB above where it started");
         return 0;
     }
@@ -326,6 +329,7 @@ public static class BenchCommand
         var device = DeviceSelector.Resolve(cl.Value("device"));
         using var bench = BenchModel.Create(cl.Value("architecture") ?? "bert", layers, cl.Value("pooling"), precision, device);
         stdout.WriteLine($"bench attribute: {bench.Description}, random init std 0.02, batch {batch}, length {length}, {precision}, device {device}, {get_num_threads()} torch threads, median of {repeats}, allocator {Engine.NativeAllocator.Describe()}");
+        stdout.WriteLine($"matrix kernels: {Engine.MklKernels.Describe()}");
         var model = bench.Model;
         var ids = tensor(bench.RandomIds(batch, length, seed: 2)).to(device);
         var mask = ones_like(ids);

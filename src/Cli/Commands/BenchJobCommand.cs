@@ -100,6 +100,7 @@ public static class BenchJobCommand
         stdout.WriteLine($"bench job: {Path.GetFileName(dir.TrimEnd('/'))} ({loaded.Config.Layers} layers, {loaded.Config.HiddenSize}), {texts.Count} texts, " +
             $"{lengths.Min()}–{lengths.Max()} tokens ({spread} distinct, mean {tokens / (double)texts.Count:F1}), batch {o.BatchSize}, {o.Precision}, " +
             $"{get_num_threads()} torch threads, allocator {Engine.NativeAllocator.Describe()}, reference cache {ReferenceCache.Shared.BudgetBytes >> 20} MiB");
+        stdout.WriteLine($"matrix kernels: {Engine.MklKernels.Describe()}");
 
         // Warm-up: first-call costs (thread pools, kernels) out of the figures.
         explainer.Explain(texts.Take(2).ToList(), request with { ReferenceCacheMB = 0 });
@@ -117,6 +118,12 @@ public static class BenchJobCommand
         var held = (Bytes: ReferenceCache.Shared.Bytes, Count: ReferenceCache.Shared.Count);
         Print(stdout, "mixed lengths, cold cache", cold, fixedCold, ownCold);
         Print(stdout, "mixed lengths, warm cache", warm, fixedWarm, ownWarm);
+        var cost = BucketCostModel.For(loaded.Float32.Device.type, loaded.Config.HiddenSize);
+        var plan = LengthBuckets.Plan(lengths, o.BatchSize, cost);
+        double Work(int width) => width * (1 + width / (6.0 * loaded.Config.HiddenSize)); // the cost model's per-row term
+        double padded = plan.Sum(b => b.Count * Work(b.Max(i => lengths[i]))), own = lengths.Sum(l => Work(l));
+        stdout.WriteLine($"mixed plan: {plan.Count} batches (widths {string.Join(", ", plan.Select(b => b.Max(i => lengths[i])))}), " +
+            $"{plan.Average(b => b.Select(i => lengths[i]).Distinct().Count()):F1} lengths a batch; padding adds {padded / own - 1:P0} to the texts' own work");
         if (o.Input is null)
         {
             // The next job: other texts from the same spread of lengths, the cache as this job left it (a tape is kept

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 namespace AttributionFleet.Cli.Commands;
 
-/// <summary>Wraps another <see cref="TensorOps"/> and adds up the wall time of each nonlinear op (CPU: ops are synchronous).</summary>
+/// <summary>Wraps another <see cref="TensorOps"/> and adds up the wall time of each nonlinear op and of the linear layers (CPU: ops are synchronous).</summary>
 internal sealed class ProfilingOps(TensorOps inner) : TensorOps
 {
     public Dictionary<string, double> Seconds { get; } = new();
@@ -22,4 +22,5 @@ internal sealed class ProfilingOps(TensorOps inner) : TensorOps
     public override Act LayerNorm(Act a, Tensor weight, Tensor bias, double eps) => Time("layernorm", () => inner.LayerNorm(a, weight, bias, eps));
     public override Act MatMul(Act a, Act b) => Time("matmul (attention)", () => inner.MatMul(a, b));
     public override Act Mul(Act a, Act b) => Time("mul", () => inner.Mul(a, b));
+    public override Act Linear(Act a, Tensor weight, Tensor? bias) => Time("linear", () => inner.Linear(a, weight, bias));
 }

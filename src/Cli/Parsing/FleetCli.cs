@@ -117,6 +117,7 @@ public static class FleetCli
             UsageException u => (2, u.Message),
             AttributionRequestException r => (2, $"invalid {r.Field}: {r.Message}"),
             ModelLoadException m => (1, m.Message),
+            EngineSettingException s => (2, s.Message),
             OutputFileException o => (1, o.Message),
             Report.ResultsFormatException f => (2, f.Message),
             FleetUnavailableException f => (3, f.Message),

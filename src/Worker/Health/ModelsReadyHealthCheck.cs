@@ -26,6 +26,7 @@ public sealed class ModelPreloader(ModelRegistry registry, ModelPreloadState sta
         // On an engine thread, as every later libtorch call (see EngineThreads); the registry loads there too.
         engineThreads.Invoke(() => { Engine.EngineRuntime.Configure(worker.Value.TorchThreads); return 0; });
         log.LogInformation("Native allocator: {Allocator}", Engine.NativeAllocator.Describe());
+        log.LogInformation("Matrix kernels: {Kernels}", Engine.MklKernels.Describe());
         if (!worker.Value.PreloadModels || !worker.Value.ConsumeJobs)
         {
             state.Finish(null);
