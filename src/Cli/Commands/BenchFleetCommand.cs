@@ -19,18 +19,19 @@ namespace AttributionFleet.Cli.Commands;
 public static class BenchFleetCommand
 {
     public const string Usage =
-        "fleet bench fleet [--jobs 4] [--texts 32] [--workers 1,2] [--texts-per-batch 8] [--method deeplift] [--model DIR]\n" +
+        "fleet bench fleet [--jobs 4] [--texts 32] [--workers 1,2] [--texts-per-batch 8] [--method deeplift] [--model DIR] [--repeats 3]\n" +
         "                  [--rabbitmq amqp://guest:guest@localhost:5672/] (default: FLEET_TEST_RABBITMQ)";
 
     public static int Run(string[] args, TextWriter stdout)
     {
-        var cl = new CommandLine(args, new[] { "jobs", "texts", "workers", "texts-per-batch", "method", "model", "rabbitmq" }, Array.Empty<string>());
+        var cl = new CommandLine(args, new[] { "jobs", "texts", "workers", "texts-per-batch", "method", "model", "rabbitmq", "repeats" }, Array.Empty<string>());
         return RunAsync(cl, stdout).GetAwaiter().GetResult();
     }
 
     private static async Task<int> RunAsync(CommandLine cl, TextWriter stdout)
     {
-        int jobs = cl.Int("jobs", 4), textsPerJob = cl.Int("texts", 32), perBatch = cl.Int("texts-per-batch", 8);
+        int jobs = cl.Int("jobs", 4), textsPerJob = cl.Int("texts", 32), perBatch = cl.Int("texts-per-batch", 8), repeats = cl.Int("repeats", 3);
+        if (repeats < 1) throw new UsageException($"--repeats must be positive, got {repeats}");
         var method = cl.Value("method") ?? "deeplift";
         var workerCounts = (cl.Value("workers") ?? "1,2").Split(',').Select(w => int.TryParse(w, out var n) && n > 0 ? n : throw new UsageException("--workers takes counts like 1,2")).ToList();
         var url = cl.Value("rabbitmq") ?? Environment.GetEnvironmentVariable("FLEET_TEST_RABBITMQ")
@@ -44,14 +45,30 @@ public static class BenchFleetCommand
             int total = jobs * textsPerJob;
             stdout.WriteLine($"bench fleet: {jobs} jobs x {textsPerJob} texts ({total} texts), method {method}, {perBatch} texts per batch, {cores} cores, model {modelDir}");
 
-            double engineRate = await Task.Run(() => EngineAlone(modelDir, allJobs, method, perBatch, total));
-            stdout.WriteLine($"  engine alone, 1 process ({cores} torch threads)      {engineRate,8:0.0} texts/s");
-
+            // The engine alone runs in this process on an engine thread of its own, as a worker runs it; each repeat times
+            // the engine alone and then the fleet on the same jobs, and the figure is the median of those paired ratios
+            // (this machine's speed drifts by tens of percent between minutes, more than the overhead being measured).
+            using var engineThread = new Engine.EngineThreads(1);
+            using var engine = await engineThread.Run(() => EngineAlone.Load(modelDir, method, allJobs[0].Take(perBatch).ToList()));
             foreach (int workers in workerCounts)
             {
                 int threads = Math.Max(1, cores / workers);
-                double rate = await ThroughFleet(url, modelDir, allJobs, method, perBatch, workers, threads, total);
-                stdout.WriteLine($"  fleet via RabbitMQ, {workers} worker process{(workers == 1 ? "  " : "es")} ({threads} torch threads each) {rate,8:0.0} texts/s   engine/fleet = {engineRate / rate:0.00}x");
+                var ratios = new List<double>();
+                await ThroughFleet(url, modelDir, allJobs, method, perBatch, workers, threads, async fleetRun =>
+                {
+                    for (int r = 0; r < repeats; r++)
+                    {
+                        double engineRate = total / await engineThread.Run(() => engine.Seconds(allJobs, perBatch));
+                        var (seconds, inEngine) = await fleetRun();
+                        double rate = total / seconds;
+                        ratios.Add(engineRate / rate);
+                        stdout.WriteLine($"  repeat {r + 1}: engine alone, 1 process ({cores} torch threads) {engineRate,7:0.0} texts/s; " +
+                            $"fleet via RabbitMQ, {workers} worker process{(workers == 1 ? "" : "es")} ({threads} torch threads each) {rate,7:0.0} texts/s; engine/fleet = {engineRate / rate:0.000}x; " +
+                            $"the workers' engine calls {inEngine / workers:0.00} s of {seconds:0.00} s ({(seconds - inEngine / workers) / seconds:P1} outside them)");
+                    }
+                });
+                ratios.Sort();
+                stdout.WriteLine($"  {workers} worker{(workers == 1 ? "" : "s")}: engine/fleet = {ratios[ratios.Count / 2]:0.000}x (median of {repeats} paired runs; {ratios[0]:0.000}–{ratios[^1]:0.000}x)");
             }
             return 0;
         }
@@ -78,26 +95,52 @@ public static class BenchFleetCommand
     }
 
     /// <summary>The same work without messaging: each job bucketed by token length and cut into batches as the workers do.</summary>
-    private static double EngineAlone(string modelDir, List<List<JobText>> jobs, string method, int perBatch, int total)
+    /// <summary>The engine in this process: the model loaded once and warmed up, then timed over every job's batches.</summary>
+    private sealed class EngineAlone : IDisposable
     {
-        TorchSharp.torch.set_num_threads(Environment.ProcessorCount); // as a worker with Worker:TorchThreads does
-        using var model = LoadedModel.Load(modelDir);
-        var explainer = new TextExplainer(model);
-        var request = new ExplainRequest { Method = method };
-        explainer.Explain(jobs[0].Take(perBatch).Select(t => t.Text).ToList(), request); // warm-up, as the workers get
-        var watch = Stopwatch.StartNew();
-        foreach (var job in jobs)
+        private readonly LoadedModel _model;
+        private readonly TextExplainer _explainer;
+        private readonly ExplainRequest _request;
+
+        private EngineAlone(LoadedModel model, string method)
         {
-            var texts = job.Select(t => t.Text).ToList();
-            var lengths = explainer.Tokenize(texts).Select(t => t.Ids.Length).ToList();
-            foreach (var batch in Enumerable.Range(0, texts.Count).OrderByDescending(i => lengths[i]).Chunk(perBatch))
-                explainer.Explain(batch.Select(i => texts[i]).ToList(), request);
+            _model = model;
+            _explainer = new TextExplainer(model);
+            _request = new ExplainRequest { Method = method };
         }
-        return total / watch.Elapsed.TotalSeconds;
+
+        public static EngineAlone Load(string modelDir, string method, List<JobText> warmUp)
+        {
+            Engine.EngineRuntime.Configure(Environment.ProcessorCount); // as a worker with Worker:TorchThreads does
+            var engine = new EngineAlone(LoadedModel.Load(modelDir), method);
+            engine._explainer.Explain(warmUp.Select(t => t.Text).ToList(), engine._request); // warm-up, as the workers get
+            return engine;
+        }
+
+        /// <summary>Seconds to explain every job, each cut into batches of texts of nearby lengths as the job planner cuts them.</summary>
+        public double Seconds(List<List<JobText>> jobs, int perBatch)
+        {
+            var watch = Stopwatch.StartNew();
+            foreach (var job in jobs)
+            {
+                var texts = job.Select(t => t.Text).ToList();
+                var lengths = _explainer.Tokenize(texts).Select(t => t.Ids.Length).ToList();
+                int fewest = (texts.Count + perBatch - 1) / perBatch;
+                foreach (var batch in LengthBuckets.Plan(lengths, perBatch, BucketCostModel.For(_model.Device.type, _model.Config.HiddenSize), fewest))
+                    _explainer.Explain(batch.Select(i => texts[i]).ToList(), _request);
+            }
+            return watch.Elapsed.TotalSeconds;
+        }
+
+        public void Dispose() => _model.Dispose();
     }
 
-    private static async Task<double> ThroughFleet(string url, string modelDir, List<List<JobText>> jobs, string method, int perBatch,
-        int workerCount, int threads, int total)
+    /// <summary>
+    /// Starts the workers, warms them up, and hands <paramref name="measure"/> a function that runs every job through them:
+    /// the wall time, and the time the workers spent in their engine calls (each batch's explain time, from the store).
+    /// </summary>
+    private static async Task ThroughFleet(string url, string modelDir, List<List<JobText>> jobs, string method, int perBatch,
+        int workerCount, int threads, Func<Func<Task<(double Seconds, double EngineSeconds)>>, Task> measure)
     {
         var tag = Guid.NewGuid().ToString("N")[..8];
         var env = new Dictionary<string, string>
@@ -136,9 +179,17 @@ public static class BenchFleetCommand
             var client = provider.GetRequiredService<FleetClient>();
             // Warm-up: one small job per worker so every worker has run the model once.
             await Task.WhenAll(Enumerable.Range(0, workerCount).Select(i => RunJob(client, jobs[0].Take(perBatch).ToList(), method)));
-            var watch = Stopwatch.StartNew();
-            await Task.WhenAll(jobs.Select(j => RunJob(client, j, method)));
-            return total / watch.Elapsed.TotalSeconds;
+            var reader = provider.GetRequiredService<Worker.Store.IJobReader>();
+            await measure(async () =>
+            {
+                var watch = Stopwatch.StartNew();
+                var ids = await Task.WhenAll(jobs.Select(j => RunJob(client, j, method)));
+                double seconds = watch.Elapsed.TotalSeconds, engineMs = 0;
+                foreach (var id in ids)
+                    foreach (int b in await reader.BatchIndexes(id))
+                        engineMs += (await reader.Batch(id, b))?.ExplainMilliseconds ?? 0;
+                return (seconds, engineMs / 1000);
+            });
         }
         finally
         {
@@ -147,7 +198,7 @@ public static class BenchFleetCommand
         }
     }
 
-    private static async Task RunJob(FleetClient client, List<JobText> texts, string method)
+    private static async Task<Guid> RunJob(FleetClient client, List<JobText> texts, string method)
     {
         var job = new SubmitAttributionJob
         {
@@ -163,6 +214,7 @@ public static class BenchFleetCommand
         var outcome = await collect;
         if (!outcome.Succeeded) throw new InvalidOperationException($"bench job failed: {outcome.Failed!.ReasonCode}: {outcome.Failed.Message}");
         if (received != texts.Count) throw new InvalidOperationException($"bench job returned {received} of {texts.Count} texts");
+        return job.JobId;
     }
 
     /// <summary>How to run this CLI again: the apphost, or <c>dotnet fleet.dll</c>.</summary>
