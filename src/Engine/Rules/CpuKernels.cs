@@ -12,7 +12,7 @@ namespace AttributionFleet.Engine.Rules;
 /// rounding), so results are bit-identical and the torch composition stays as the path for accelerators, other
 /// dtypes and layouts (and as the tests' reference).
 /// </summary>
-public static unsafe class CpuKernels
+public static unsafe partial class CpuKernels
 {
     /// <summary>Off (on the calling thread) for tests and <c>fleet bench … --no-kernels</c>, to compare with the torch composition.</summary>
     public static bool Enabled { get => !_disabled; set => _disabled = !value; }

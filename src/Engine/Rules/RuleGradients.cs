@@ -26,10 +26,45 @@ public static class RuleGradients
         return ProductNode.apply(a, b, new Held(value, bMean, aMean) { MatMul = matmul });
     }
 
+    /// <summary>
+    /// The softmax <paramref name="value"/> of the exact rule computed in one loop (<see cref="CpuKernels.TrySoftmaxExact"/>),
+    /// with the gradient of its chain <c>y = exp ℓ, ℓ = u − log Σ exp u, u = x − c</c>: with <c>t = grad ⊙ m_y</c>,
+    /// <c>∂/∂x = t − m_e ⊙ (m_g · Σ_d t)</c> (the exp rule's multiplier on ℓ, the sum's broadcast back through the log rule's
+    /// and the first exp rule's, and ℓ's direct path from u).
+    /// </summary>
+    internal static Tensor WithSoftmaxMultipliers(Tensor value, Tensor x, Tensor mExp, Tensor mLog, Tensor mOut) =>
+        x.requires_grad ? SoftmaxNode.apply(x, new Held(value, mExp, mOut) { Third = mLog }) : value;
+
     /// <summary>Carries tensors into a node's forward without making them inputs of the node.</summary>
     private sealed record Held(Tensor Value, Tensor? First, Tensor? Second)
     {
         public bool MatMul { get; init; }
+        public Tensor? Third { get; init; }
+    }
+
+    private sealed class SoftmaxNode : autograd.SingleTensorFunction<SoftmaxNode>
+    {
+        public override string Name => "DeepLiftSoftmax";
+
+        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            var held = (Held)vars[1];
+            ctx.save_for_backward(new() { held.First!, held.Third!, held.Second! });
+            return held.Value.detach();
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+        {
+            var saved = ctx.get_saved_variables(); // m_e, m_g, m_y
+            var t = grad * saved[2];
+            using (var sum = t.sum(-1, keepdim: true))
+            {
+                sum.mul_(saved[1]);
+                using var spread = saved[0] * sum;
+                t.sub_(spread); // t becomes ∂/∂x: every temporary here is released before the next node runs
+            }
+            return Hand(grad, saved, t);
+        }
     }
 
     private sealed class MultiplierNode : autograd.SingleTensorFunction<MultiplierNode>

@@ -41,6 +41,7 @@ public static class SoftmaxRule
     /// </summary>
     public static Act Exact(TensorOps ops, Act a, long dim, bool promote)
     {
+        if ((dim == -1 || dim == a.X.dim() - 1) && Fused(a) is { } fused) return fused;
         Tensor shift;
         using (no_grad())
             shift = maximum(a.X.detach().amax(new[] { dim }, keepdim: true), a.Ref.amax(new[] { dim }, keepdim: true));
@@ -61,6 +62,21 @@ public static class SoftmaxRule
             y0 = a.Ref.softmax(dim);
         }
         return RescaleRule.Exp(logProbs, promote, y, y0);
+    }
+
+    /// <summary>
+    /// <see cref="Exact"/> along the last dimension in one loop per row (<see cref="CpuKernels.TrySoftmaxExact"/>: float32 on
+    /// a CPU with AVX-512), or null for the composition. The reference's value is softmax(x0) from x0 alone, as in <see cref="Exact"/>.
+    /// </summary>
+    private static Act? Fused(Act a)
+    {
+        Tensor y, mExp, mLog, mOut, y0;
+        using (no_grad())
+        {
+            if (!CpuKernels.TrySoftmaxExact(a.X.detach(), a.Ref, out y, out mExp, out mLog, out mOut)) return null;
+            y0 = a.Ref.softmax(-1);
+        }
+        return new Act(RuleGradients.WithSoftmaxMultipliers(y, a.X, mExp, mLog, mOut), y0);
     }
 
     /// <summary>

@@ -6,9 +6,10 @@ using static TorchSharp.torch;
 namespace AttributionFleet.Engine.Tests.Attribution;
 
 /// <summary>
-/// The fused CPU loops give bit-identical values and multipliers to the torch compositions they replace, with a
-/// reference of the inputs' shape or one shared row, with inputs equal to the reference (derivative fallback), and
-/// fall back to the composition for layouts they do not take.
+/// The fused CPU loops give bit-identical values and multipliers to the torch compositions they replace (the GELU secant),
+/// or the same to float32 rounding (the exact softmax, which uses .NET's vectorized exp), with a reference of the inputs'
+/// shape or one shared row, with inputs equal to the reference (derivative fallback), and fall back to the composition
+/// for layouts they do not take.
 /// </summary>
 public class CpuKernelTests
 {
@@ -55,5 +56,83 @@ public class CpuKernelTests
         Assert.True(Same(fused.Y0, composed.Y0), "reference values");
         Assert.True(Same(fused.Grad, composed.Grad), $"multipliers: max |Δ| {(fused.Grad - composed.Grad).abs().max().item<float>():E2}");
         Assert.False(fused.Grad.isnan().any().item<bool>(), "no NaN left where x == x0");
+    }
+
+    private static (Tensor Grad, Tensor Y, Tensor Y0) Softmax(Tensor x, Tensor r, Tensor weights, bool kernels)
+    {
+        bool before = CpuKernels.Enabled;
+        CpuKernels.Enabled = kernels;
+        try
+        {
+            using var _ = enable_grad();
+            var xg = x.detach().clone().requires_grad_(true);
+            var y = SoftmaxRule.Apply(new Engine.Attribution.DeepLiftOps(), new Act(xg, r), -1, SoftmaxRuleKind.Exact, promote: true);
+            (y.X * weights).sum().backward();
+            return (xg.grad!.clone(), y.X.detach().clone(), y.Ref.detach().clone());
+        }
+        finally { CpuKernels.Enabled = before; }
+    }
+
+    /// <summary>Attention-like scores with what the kernel must get right: masked keys (finfo.min in both halves), a row whose
+    /// reference sits far above (the shift is the reference's maximum), one far below (its exps all underflow: logsumexp),
+    /// a row equal to its reference (Δ = 0), and a row length that is not a multiple of the vector width.</summary>
+    private static (Tensor X, Tensor R) Scores(bool sharedReference, long length)
+    {
+        var gen = new TorchSharp.torch.Generator(11);
+        long rows = sharedReference ? 1 : 4;
+        var x = randn(new long[] { 4, 3, 6, length }, generator: gen) * 3;
+        var r = randn(new long[] { rows, 3, 6, length }, generator: gen) * 3;
+        double min = finfo(ScalarType.Float32).min;
+        r[0, 0, 1].copy_(x[0, 0, 1] + 60);  // reference far above: c from x0, and softmax(x) from x's own maximum
+        r[0, 0, 2].copy_(x[0, 0, 2] - 200); // reference far below: its exps underflow in float32
+        x[0, 1, 0].copy_(r[0, 1, 0]);       // equal to the reference: the exp rules' Δ = 0 fallback
+        x.narrow(-1, length - 3, 3).fill_(min); // the last three keys masked, in both halves
+        r.narrow(-1, length - 3, 3).fill_(min);
+        return (x, r);
+    }
+
+    [Theory]
+    [InlineData(false, 37L)]
+    [InlineData(true, 37L)]
+    [InlineData(true, 128L)]
+    [InlineData(false, 5L)]
+    public void SoftmaxKernelMatchesTheCompositionAndConserves(bool sharedReference, long length)
+    {
+        var (x, r) = Scores(sharedReference, length);
+        var weights = randn(x.shape, generator: new TorchSharp.torch.Generator(3));
+        long runs = CpuKernels.Runs;
+        var fused = Softmax(x, r, weights, kernels: true);
+        bool avx512 = System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated;
+        Assert.Equal(avx512 ? runs + 1 : runs, CpuKernels.Runs); // without AVX-512 the kernel declines: the composition ran
+        var composed = Softmax(x, r, weights, kernels: false);
+
+        Assert.False(fused.Grad.isnan().any().item<bool>() || fused.Y.isnan().any().item<bool>(), "no NaN");
+        Assert.True(Same(fused.Y0, composed.Y0), "reference values: softmax(x0) by torch in both");
+        double valueGap = (fused.Y - composed.Y).abs().max().item<float>();
+        Assert.True(valueGap <= 1e-6, $"values differ by {valueGap:E2}");
+        double scale = composed.Grad.abs().max().item<float>();
+        double gradGap = (fused.Grad - composed.Grad).abs().max().item<float>();
+        Assert.True(gradGap <= 1e-5 * scale, $"multipliers differ by {gradGap:E2} (largest {scale:E2})");
+        // Summation to delta for f = Σ w·y: Σ ∂f/∂x · (x − x0) = Σ w · (y − y0), to float32 rounding.
+        var x64 = x.to_type(ScalarType.Float64);
+        var r64 = r.to_type(ScalarType.Float64).expand(x.shape);
+        var delta = (weights.to_type(ScalarType.Float64) * (fused.Y.to_type(ScalarType.Float64) - fused.Y0.to_type(ScalarType.Float64).expand(x.shape))).sum().item<double>();
+        // masked entries: x − x0 = 0 there, so they add nothing (no inf · 0: the difference is taken as 0)
+        var dx = where(x64 == r64, zeros_like(x64), x64 - r64);
+        var sum = (fused.Grad.to_type(ScalarType.Float64) * dx).sum().item<double>();
+        var size = (weights.to_type(ScalarType.Float64) * fused.Y.to_type(ScalarType.Float64)).abs().sum().item<double>();
+        Assert.True(Math.Abs(sum - delta) <= 1e-5 * size, $"Σ m·Δx = {sum:E6} against Δf = {delta:E6}");
+    }
+
+    [Fact]
+    public void SoftmaxKernelLeavesOtherLayoutsToTheComposition()
+    {
+        var (x, r) = Scores(sharedReference: true, length: 37);
+        var weights = randn(x.shape, generator: new TorchSharp.torch.Generator(3));
+        long runs = CpuKernels.Runs;
+        var transposed = Softmax(x.transpose(2, 3).contiguous().transpose(2, 3), r, weights, kernels: true); // not contiguous
+        var float64 = Softmax(x.to_type(ScalarType.Float64), r.to_type(ScalarType.Float64), weights.to_type(ScalarType.Float64), kernels: true);
+        Assert.Equal(runs, CpuKernels.Runs);
+        Assert.False(transposed.Grad.isnan().any().item<bool>() || float64.Grad.isnan().any().item<bool>());
     }
 }
