@@ -118,6 +118,11 @@ public static class BenchJobCommand
         var held = (Bytes: ReferenceCache.Shared.Bytes, Count: ReferenceCache.Shared.Count);
         Print(stdout, "mixed lengths, cold cache", cold, fixedCold, ownCold);
         Print(stdout, "mixed lengths, warm cache", warm, fixedWarm, ownWarm);
+        // What tokenizing the job costs beside explaining it (the planner counts tokens and each batch tokenizes again).
+        var tokenizing = Stopwatch.StartNew();
+        for (int i = 0; i < 5; i++) explainer.Tokenize(texts);
+        double tokenizeSeconds = tokenizing.Elapsed.TotalSeconds / 5;
+        stdout.WriteLine($"tokenizing the job's {texts.Count} texts: {tokenizeSeconds * 1e3:F2} ms, {tokenizeSeconds / warm.Seconds:P2} of the warm mixed job");
         var cost = BucketCostModel.For(loaded.Float32.Device.type, loaded.Config.HiddenSize);
         var plan = LengthBuckets.Plan(lengths, o.BatchSize, cost);
         double Work(int width) => width * (1 + width / (6.0 * loaded.Config.HiddenSize)); // the cost model's per-row term
