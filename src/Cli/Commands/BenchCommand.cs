@@ -21,7 +21,7 @@ public static class BenchCommand
         "fleet bench predict   [--batch 32] [--length 128] [--repeats 3] [--threads N]\n" +
         "fleet bench attribute [--architecture bert|deberta-v2|modernbert] [--pooling mean|cls] [--batch 16] [--length 128] [--layers 12] [--repeats 3] [--ig-texts 2] [--steps 50] [--rules] [--no-promote] [--max-rows N] [--pass-memory-mb M] [--no-kernels] [--precision float32|float64|float16|bfloat16] [--device cpu|cuda] [--threads N]\n" +
         "fleet bench allocator (which malloc libtorch's tensors come from; see FLEET_NATIVE_ALLOCATOR)\n" +
-        "fleet bench profile   [--batch 16] [--length 128] [--layers 2] [--repeats 3] [--no-promote] [--no-kernels] [--threads N]\n" +
+        "fleet bench profile   [--architecture bert|deberta-v2|modernbert] [--pooling mean|cls] [--batch 16] [--length 128] [--layers 2] [--repeats 3] [--no-promote] [--no-kernels] [--threads N]\n" +
         BenchIgStepsCommand.Usage + "\n" +
         BenchTargetsCommand.Usage + "\n" +
         BenchFaithfulnessCommand.Usage + "\n" +
@@ -49,7 +49,7 @@ public static class BenchCommand
                     $"{Engine.NativeAllocator.TunablesVariable}={Environment.GetEnvironmentVariable(Engine.NativeAllocator.TunablesVariable)}");
                 stdout.WriteLine($"matrix kernels: {Engine.MklKernels.Describe()}");
                 return 0;
-            case "profile": return Profile(new CommandLine(rest, Options, new[] { "no-promote", "no-kernels" }), stdout);
+            case "profile": return Profile(new CommandLine(rest, Options.Concat(new[] { "architecture", "pooling" }).ToArray(), new[] { "no-promote", "no-kernels" }), stdout);
             default:
                 throw new UsageException($"unknown benchmark '{args[0]}'; usage: {Usage}");
         }
@@ -269,13 +269,10 @@ public static class BenchCommand
             throw new UsageException("profile times each op as it returns, which only the CPU allows (accelerator kernels run asynchronously); use bench attribute --device " + device);
         SetThreads(cl);
         int batch = cl.Int("batch", 16), length = cl.Int("length", 128), layers = cl.Int("layers", 2);
-        using var loaded = LoadedModel.Load(BertBaseDir(layers), CPU);
-        var model = loaded.Float32;
-        var ids = tensor(RandomIds(batch, length, 30522, seed: 2));
-        var refIds = zeros_like(ids[..1]);
-        refIds[0, 0] = 101;
-        refIds[0, length - 1] = 102;
-        var reference = model.WordEmbeddings(refIds);
+        using var bench = BenchModel.Create(cl.Value("architecture") ?? "bert", layers, cl.Value("pooling"), Precision.Float32, CPU);
+        var model = bench.Model;
+        var ids = tensor(bench.RandomIds(batch, length, seed: 2));
+        var reference = model.WordEmbeddings(bench.ReferenceIds(length, CPU));
         int repeats = cl.Int("repeats", 3);
         var plain = new List<double>();
         var passes = new List<(double Forward, double Backward, Dictionary<string, double> Ops, long Held, long Peak)>();
@@ -310,7 +307,7 @@ public static class BenchCommand
         var (f, b, seconds, held, peak) = passes[mid];
         stdout.WriteLine($"allocator: {Engine.NativeAllocator.Describe()}");
         stdout.WriteLine($"matrix kernels: {Engine.MklKernels.Describe()}");
-        stdout.WriteLine($"DeepLift pass, {layers} layers, batch {batch} x {length} (median of {repeats}): forward {f:F3} s, backward {b:F3} s; plain forward {plain[mid]:F3} s; DeepLift = {(f + b) / plain[mid]:F2}x plain forward");
+        stdout.WriteLine($"DeepLift pass, {bench.Description}, batch {batch} x {length} (median of {repeats}): forward {f:F3} s, backward {b:F3} s; plain forward {plain[mid]:F3} s; DeepLift = {(f + b) / plain[mid]:F2}x plain forward");
         foreach (var (name, sec) in seconds.OrderByDescending(p => p.Value))
             stdout.WriteLine($"  {name,-22} {sec,7:F3} s  {sec / f,6:P0} of the forward");
         stdout.WriteLine($"  {"rest (maps, adds)",-22} {f - seconds.Values.Sum(),7:F3} s");

@@ -135,6 +135,11 @@ public static class BenchJobCommand
             // per length and padded width, so the hit rate is what a worker's second job sees). Compared per token.
             var nextTexts = Generate(loaded, SampleLengths(o.Lengths, o.Texts, Math.Min(max, 512), o.Seed + 100), o.Seed + 101);
             Print(stdout, "next job (other texts, same spread)", Measure(explainer, nextTexts, request, clear: false), fixedWarm, ownWarm);
+            // A worker some jobs later: four more jobs of other texts, and the fifth measured (the cache as they left it).
+            for (int j = 2; j <= 5; j++)
+                explainer.Explain(Generate(loaded, SampleLengths(o.Lengths, o.Texts, Math.Min(max, 512), o.Seed + 100 * j), o.Seed + 100 * j + 1), request);
+            var laterTexts = Generate(loaded, SampleLengths(o.Lengths, o.Texts, Math.Min(max, 512), o.Seed + 600), o.Seed + 601);
+            Print(stdout, "sixth job (after five of other texts)", Measure(explainer, laterTexts, request, clear: false), fixedWarm, ownWarm);
         }
         if (o.Exact)
         {
