@@ -38,9 +38,9 @@ public sealed class HarnessTests
         }
     }
 
-    private static async Task<Fleet> Start(Func<IServiceProvider, IAttributionEngine>? engine = null)
+    private static async Task<Fleet> Start(Func<IServiceProvider, IAttributionEngine>? engine = null, Dictionary<string, string?>? settings = null)
     {
-        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>(settings ?? new())
         {
             ["Models:tiny:Path"] = TinyModel.Path,
             ["Models:tiny:DeltaThreshold"] = "1e-3",
@@ -78,6 +78,20 @@ public sealed class HarnessTests
         var (outcome, batches) = await fleet.Run(Job(3));
         Assert.True(outcome.Succeeded, outcome.Failed?.Message);
         Assert.Equal(3, batches.Sum(b => b.Results.Count));
+    }
+
+    [Fact]
+    public async Task AWaitingReaderLearnsOfTheEndFromTheEventNotItsNextPoll()
+    {
+        // Polls a minute apart: the first read (before the job reaches the store) finds nothing, and only the job's end
+        // event can make the reader look again within the test's 20 seconds.
+        await using var fleet = await Start(settings: new() { ["Store:PollIntervalMs"] = "60000" });
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var (outcome, batches) = await fleet.Run(Job(3));
+        Assert.True(outcome.Succeeded, outcome.Failed?.Message);
+        Assert.Equal(3, batches.Sum(b => b.Results.Count));
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(20), $"the reader took {watch.Elapsed.TotalSeconds:F1} s: it waited for its poll");
+        Assert.True(await fleet.Harness.Published.Any<AttributionJobCompleted>(m => m.Context.Message.JobId != Guid.Empty));
     }
 
     [Fact]

@@ -19,12 +19,12 @@ namespace AttributionFleet.Cli.Commands;
 public static class BenchFleetCommand
 {
     public const string Usage =
-        "fleet bench fleet [--jobs 4] [--texts 32] [--workers 1,2] [--texts-per-batch 8] [--method deeplift] [--model DIR] [--repeats 3]\n" +
+        "fleet bench fleet [--jobs 4] [--texts 32] [--workers 1,2] [--texts-per-batch 8] [--method deeplift] [--model DIR] [--repeats 3] [--poll-ms 1000]\n" +
         "                  [--rabbitmq amqp://guest:guest@localhost:5672/] (default: FLEET_TEST_RABBITMQ)";
 
     public static int Run(string[] args, TextWriter stdout)
     {
-        var cl = new CommandLine(args, new[] { "jobs", "texts", "workers", "texts-per-batch", "method", "model", "rabbitmq", "repeats" }, Array.Empty<string>());
+        var cl = new CommandLine(args, new[] { "jobs", "texts", "workers", "texts-per-batch", "method", "model", "rabbitmq", "repeats", "poll-ms" }, Array.Empty<string>());
         return RunAsync(cl, stdout).GetAwaiter().GetResult();
     }
 
@@ -32,6 +32,8 @@ public static class BenchFleetCommand
     {
         int jobs = cl.Int("jobs", 4), textsPerJob = cl.Int("texts", 32), perBatch = cl.Int("texts-per-batch", 8), repeats = cl.Int("repeats", 3);
         if (repeats < 1) throw new UsageException($"--repeats must be positive, got {repeats}");
+        int pollMs = cl.Int("poll-ms", 1000); // how often the client reads the store while it waits (the job end event wakes it at once)
+        if (pollMs < 10) throw new UsageException($"--poll-ms must be at least 10, got {pollMs}");
         var method = cl.Value("method") ?? "deeplift";
         var workerCounts = (cl.Value("workers") ?? "1,2").Split(',').Select(w => int.TryParse(w, out var n) && n > 0 ? n : throw new UsageException("--workers takes counts like 1,2")).ToList();
         var url = cl.Value("rabbitmq") ?? Environment.GetEnvironmentVariable("FLEET_TEST_RABBITMQ")
@@ -46,7 +48,7 @@ public static class BenchFleetCommand
             stdout.WriteLine($"bench fleet: {jobs} jobs x {textsPerJob} texts ({total} texts), method {method}, {perBatch} texts per batch, {cores} cores, model {modelDir}");
 
             // The engine alone runs in this process on an engine thread of its own, as a worker runs it; each repeat times
-            // the engine alone and then the fleet on the same jobs, and the figure is the median of those paired ratios
+            // the engine alone and the fleet on the same jobs, and the figure is the median of those paired ratios
             // (this machine's speed drifts by tens of percent between minutes, more than the overhead being measured).
             using var engineThread = new Engine.EngineThreads(1);
             using var engine = await engineThread.Run(() => EngineAlone.Load(modelDir, method, allJobs[0].Take(perBatch).ToList()));
@@ -54,17 +56,22 @@ public static class BenchFleetCommand
             {
                 int threads = Math.Max(1, cores / workers);
                 var ratios = new List<double>();
-                await ThroughFleet(url, modelDir, allJobs, method, perBatch, workers, threads, async fleetRun =>
+                await ThroughFleet(url, modelDir, allJobs, method, perBatch, workers, threads, pollMs, async fleetRun =>
                 {
                     for (int r = 0; r < repeats; r++)
                     {
-                        double engineRate = total / await engineThread.Run(() => engine.Seconds(allJobs, perBatch));
-                        var (seconds, inEngine) = await fleetRun();
+                        // Alternate which runs first (engine, fleet, fleet, engine, …), so a drift within the repeats cancels.
+                        double engineRate = 0, seconds = 0, inEngine = 0;
+                        async Task Engine() => engineRate = total / await engineThread.Run(() => engine.Seconds(allJobs, perBatch));
+                        async Task Fleet() => (seconds, inEngine) = await fleetRun();
+                        if (r % 2 == 0) { await Engine(); await Fleet(); }
+                        else { await Fleet(); await Engine(); }
                         double rate = total / seconds;
                         ratios.Add(engineRate / rate);
                         stdout.WriteLine($"  repeat {r + 1}: engine alone, 1 process ({cores} torch threads) {engineRate,7:0.0} texts/s; " +
                             $"fleet via RabbitMQ, {workers} worker process{(workers == 1 ? "" : "es")} ({threads} torch threads each) {rate,7:0.0} texts/s; engine/fleet = {engineRate / rate:0.000}x; " +
-                            $"the workers' engine calls {inEngine / workers:0.00} s of {seconds:0.00} s ({(seconds - inEngine / workers) / seconds:P1} outside them)");
+                            $"the workers' engine calls {inEngine / workers:0.00} s of {seconds:0.00} s ({(seconds - inEngine / workers) / seconds:P1} outside them; " +
+                            $"engine alone / engine in the workers = {engineRate / (total / (inEngine / workers)):0.000}x)");
                     }
                 });
                 ratios.Sort();
@@ -140,7 +147,7 @@ public static class BenchFleetCommand
     /// the wall time, and the time the workers spent in their engine calls (each batch's explain time, from the store).
     /// </summary>
     private static async Task ThroughFleet(string url, string modelDir, List<List<JobText>> jobs, string method, int perBatch,
-        int workerCount, int threads, Func<Func<Task<(double Seconds, double EngineSeconds)>>, Task> measure)
+        int workerCount, int threads, int pollMs, Func<Func<Task<(double Seconds, double EngineSeconds)>>, Task> measure)
     {
         var tag = Guid.NewGuid().ToString("N")[..8];
         var env = new Dictionary<string, string>
@@ -165,7 +172,7 @@ public static class BenchFleetCommand
             ["Worker:JobQueue"] = env["Worker__JobQueue"],
             ["RabbitMq:Url"] = url,
             ["Store:ConnectionString"] = env["Store__ConnectionString"],
-            ["Store:PollIntervalMs"] = "20",
+            ["Store:PollIntervalMs"] = pollMs.ToString(),
         }).Build();
         var services = new ServiceCollection();
         services.AddLogging(b => b.SetMinimumLevel(LogLevel.Warning));
