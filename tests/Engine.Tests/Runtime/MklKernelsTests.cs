@@ -25,7 +25,10 @@ public class MklKernelsTests
     {
         var line = MklKernels.Describe();
         Assert.DoesNotContain("not set up", line); // the module initializer ran first
-        bool expected = CpuInfoSaysAmdWithAvx512() && Environment.GetEnvironmentVariable(MklKernels.SettingVariable) is null or "auto"
+        // .NET's own view too: with AVX-512 switched off for the runtime (DOTNET_EnableAVX512F=0) nothing is lifted.
+        bool runtimeHasAvx512 = System.Runtime.Intrinsics.X86.Avx512F.IsSupported && System.Runtime.Intrinsics.X86.Avx512BW.IsSupported
+            && System.Runtime.Intrinsics.X86.Avx512DQ.IsSupported && System.Runtime.Intrinsics.X86.Avx512F.VL.IsSupported;
+        bool expected = CpuInfoSaysAmdWithAvx512() && runtimeHasAvx512 && Environment.GetEnvironmentVariable(MklKernels.SettingVariable) is null or "auto"
             && RuntimeInformation.ProcessArchitecture == Architecture.X64;
         Assert.True(expected == MklKernels.Avx512Lifted, $"expected lifted={expected}; {line}");
     }
