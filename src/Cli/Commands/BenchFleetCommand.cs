@@ -62,10 +62,10 @@ public static class BenchFleetCommand
                     {
                         // Alternate which runs first (engine, fleet, fleet, engine, …), so a drift within the repeats cancels.
                         double engineRate = 0, seconds = 0, inEngine = 0;
-                        async Task Engine() => engineRate = total / await engineThread.Run(() => engine.Seconds(allJobs, perBatch));
-                        async Task Fleet() => (seconds, inEngine) = await fleetRun();
-                        if (r % 2 == 0) { await Engine(); await Fleet(); }
-                        else { await Fleet(); await Engine(); }
+                        async Task TimeEngine() => engineRate = total / await engineThread.Run(() => engine.Seconds(allJobs, perBatch));
+                        async Task TimeFleet() => (seconds, inEngine) = await fleetRun();
+                        if (r % 2 == 0) { await TimeEngine(); await TimeFleet(); }
+                        else { await TimeFleet(); await TimeEngine(); }
                         double rate = total / seconds;
                         ratios.Add(engineRate / rate);
                         stdout.WriteLine($"  repeat {r + 1}: engine alone, 1 process ({cores} torch threads) {engineRate,7:0.0} texts/s; " +
@@ -101,7 +101,6 @@ public static class BenchFleetCommand
             .ToList();
     }
 
-    /// <summary>The same work without messaging: each job bucketed by token length and cut into batches as the workers do.</summary>
     /// <summary>The engine in this process: the model loaded once and warmed up, then timed over every job's batches.</summary>
     private sealed class EngineAlone : IDisposable
     {

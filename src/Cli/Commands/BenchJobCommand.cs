@@ -125,17 +125,17 @@ public static class BenchJobCommand
         stdout.WriteLine($"tokenizing the job's {texts.Count} texts: {tokenizeSeconds * 1e3:F2} ms, {tokenizeSeconds / warm.Seconds:P2} of the warm mixed job");
         var cost = BucketCostModel.For(loaded.Float32.Device.type, loaded.Config.HiddenSize);
         var plan = LengthBuckets.Plan(lengths, o.BatchSize, cost);
-        double Work(int width) => width * (1 + width / (6.0 * loaded.Config.HiddenSize)); // the cost model's per-row term
-        double padded = plan.Sum(b => b.Count * Work(b.Max(i => lengths[i]))), own = lengths.Sum(l => Work(l));
+        double padded = plan.Sum(b => b.Count * cost.RowWork(b.Max(i => lengths[i]))), own = lengths.Sum(cost.RowWork);
         stdout.WriteLine($"mixed plan: {plan.Count} batches (widths {string.Join(", ", plan.Select(b => b.Max(i => lengths[i])))}), " +
             $"{plan.Average(b => b.Select(i => lengths[i]).Distinct().Count()):F1} lengths a batch; padding adds {padded / own - 1:P0} to the texts' own work");
         if (o.Input is null)
         {
             // The next job: other texts from the same spread of lengths, the cache as this job left it (a tape is kept
-            // per length and padded width, so the hit rate is what a worker's second job sees). Compared per token.
+            // per length, so the hit rate is what a worker's second job sees). Compared per token.
             var nextTexts = Generate(loaded, SampleLengths(o.Lengths, o.Texts, Math.Min(max, 512), o.Seed + 100), o.Seed + 101);
             Print(stdout, "next job (other texts, same spread)", Measure(explainer, nextTexts, request, clear: false), fixedWarm, ownWarm);
-            // A worker some jobs later: four more jobs of other texts, and the fifth measured (the cache as they left it).
+            // A worker some jobs later: four more jobs of other texts after that one, then a sixth measured (the cache as
+            // they left it).
             for (int j = 2; j <= 5; j++)
                 explainer.Explain(Generate(loaded, SampleLengths(o.Lengths, o.Texts, Math.Min(max, 512), o.Seed + 100 * j), o.Seed + 100 * j + 1), request);
             var laterTexts = Generate(loaded, SampleLengths(o.Lengths, o.Texts, Math.Min(max, 512), o.Seed + 600), o.Seed + 601);

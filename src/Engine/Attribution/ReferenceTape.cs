@@ -171,7 +171,6 @@ internal sealed class TapeReplayOps(DeepLiftOps inner, IReadOnlyList<ReferenceTa
         long? masked = softmaxDim is long d ? (d < 0 ? d + rank : d) : null;
         var zeroPads = new long[2 * rank];
         var minPads = new long[2 * rank];
-        bool any = false;
         for (long dim = 1; dim < rank; dim++)
         {
             long have = tape.shape[dim], want = x.shape[dim];
@@ -180,9 +179,7 @@ internal sealed class TapeReplayOps(DeepLiftOps inner, IReadOnlyList<ReferenceTa
             // nn.functional.pad's list runs from the last dimension backwards, (before, after) for each.
             long at = 2 * (rank - 1 - dim) + 1;
             (dim == masked ? minPads : zeroPads)[at] = want - have;
-            any = true;
         }
-        if (!any) return tape;
         var padded = zeroPads.Any(p => p != 0) ? nn.functional.pad(tape, zeroPads) : tape;
         if (minPads.Any(p => p != 0))
             padded = nn.functional.pad(padded, minPads, value: finfo(tape.dtype).min);

@@ -44,7 +44,10 @@ public sealed record BucketCostModel
         device == TorchSharp.DeviceType.CPU ? Cpu(hiddenSize) : Accelerator(hiddenSize);
 
     public double Cost(int texts, int width, int newLengths, int lengths = 1) =>
-        (texts + ReferenceRow * newLengths + PassOverheadRows + GroupOverheadRows * Math.Max(0, lengths - 1)) * width * (1 + width / (6.0 * HiddenSize));
+        (texts + ReferenceRow * newLengths + PassOverheadRows + GroupOverheadRows * Math.Max(0, lengths - 1)) * RowWork(width);
+
+    /// <summary>One text row of <paramref name="width"/> tokens: <c>W · (1 + W / (6 H))</c> (see the summary).</summary>
+    public double RowWork(int width) => width * (1 + width / (6.0 * HiddenSize));
 }
 
 /// <summary>
