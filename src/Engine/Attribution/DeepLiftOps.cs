@@ -30,4 +30,29 @@ public sealed class DeepLiftOps : TensorOps
     public override Act MatMul(Act a, Act b) => ProductRule.MatMul(a, b);
 
     public override Act Mul(Act a, Act b) => ProductRule.Mul(a, b);
+
+    /// <summary>
+    /// The rules whose reference half a tape replays: the input half only (the reference's output is left out; see
+    /// <see cref="ProductRule.Mul(Act, Act, bool)"/>).
+    /// </summary>
+    internal Act LayerNormInputHalf(Act a, TorchSharp.torch.Tensor weight, TorchSharp.torch.Tensor bias, double eps) =>
+        LayerNormRule.Apply(this, a, weight, bias, eps, PromoteMultipliers, referenceOutput: false);
+
+    /// <inheritdoc cref="LayerNormInputHalf"/>
+    internal Act MatMulInputHalf(Act a, Act b) => ProductRule.MatMul(a, b, referenceOutput: false);
+
+    /// <inheritdoc cref="LayerNormInputHalf"/>
+    internal Act MulInputHalf(Act a, Act b) => ProductRule.Mul(a, b, referenceOutput: false);
+
+    /// <summary>
+    /// The rule for <see cref="Apply"/> on x [B, …] against one reference row per length of a padded batch
+    /// (<paramref name="references"/> [G, …], row b against row <c>referenceRowOf[b]</c>): the input half only, or null
+    /// where no fused loop takes it (the caller then copies each row's reference out and calls <see cref="Apply"/>).
+    /// </summary>
+    internal TorchSharp.torch.Tensor? ApplyGrouped(TorchSharp.torch.Tensor x, TorchSharp.torch.Tensor references, long[] referenceRowOf, Activation activation) =>
+        RescaleRule.GroupedActivation(x, references, referenceRowOf, activation, PromoteMultipliers);
+
+    /// <summary><see cref="Softmax"/> the same way as <see cref="ApplyGrouped"/>; the exact rule only.</summary>
+    internal TorchSharp.torch.Tensor? SoftmaxGrouped(TorchSharp.torch.Tensor x, TorchSharp.torch.Tensor references, long[] referenceRowOf, long dim) =>
+        SoftmaxRule == SoftmaxRuleKind.Exact ? Rules.SoftmaxRule.GroupedExact(x, references, referenceRowOf, dim) : null;
 }

@@ -117,10 +117,15 @@ public sealed class ReferenceTape : IDisposable
 
 /// <summary>
 /// Ops for a pass whose reference half comes from tapes: linear maps run on the input half only; every rule gets, for
-/// each group of rows (texts of one length, contiguous), that group's recorded reference activation, one row wide,
-/// broadcast over the group. With one group the rule runs once on the whole batch (exactly what a pass carrying its
-/// reference computes); with several, on each group's rows (split/cat: autograd routes each group's gradient back).
-/// The rules' own reference outputs are dropped: the tape already holds what the next rule needs.
+/// each group of rows (texts of one length, contiguous), that group's recorded reference activation, one row wide.
+/// With one group the rule runs once on the whole batch against that row, broadcast (exactly what a pass carrying its
+/// reference computes). With several, the rule still runs once on the whole batch: the fused CPU loops (GELU's secant,
+/// the exact softmax) take the groups' rows [groups, …] and a row map, and every other rule takes each row's reference
+/// copied out to it [rows, …]. The reference half needs no gradient, so a copy is all that costs; a rule run per group
+/// cost its split and cat forward and backward and its launches once per group (`fleet bench job --repeats 6`, the
+/// 33-text job of 23 lengths, the same plan: 1.21–1.23× the fixed-length figure per token that way, 1.16–1.17× this way).
+/// The rules' own reference outputs are not computed (<see cref="DeepLiftOps.LayerNormInputHalf"/>): the tape already
+/// holds what the next rule needs, and with the reference copied out to every row they would cost as much as the input's.
 /// <para>
 /// A tape is recorded at its own length l; a pass of width W &gt; l pads it (<see cref="Fit"/>) along every dimension
 /// where the tape has l and the pass's activation has W. That is exact for the text's real positions: padded keys are
@@ -132,29 +137,85 @@ public sealed class ReferenceTape : IDisposable
 /// within 1e-12 in float64 (MixedLengthBatchTests), on every family.
 /// </para>
 /// </summary>
-internal sealed class TapeReplayOps(DeepLiftOps inner, IReadOnlyList<ReferenceTape> tapes, long[] rowsPerGroup, int[] lengths, long width) : TensorOps
+internal sealed class TapeReplayOps : TensorOps
 {
+    private readonly DeepLiftOps _inner;
+    private readonly IReadOnlyList<ReferenceTape> _tapes;
+    private readonly int[] _lengths;
+    private readonly long _width;
+    private readonly long[] _groupOfRow;
+    private readonly long[] _rowsPerGroup;
     private int _step;
+
+    /// <param name="rowsPerGroup">Rows of each group, in order (a group's rows are contiguous).</param>
+    public TapeReplayOps(DeepLiftOps inner, IReadOnlyList<ReferenceTape> tapes, long[] rowsPerGroup, int[] lengths, long width)
+    {
+        _inner = inner;
+        _tapes = tapes;
+        _lengths = lengths;
+        _width = width;
+        _rowsPerGroup = rowsPerGroup;
+        _groupOfRow = rowsPerGroup.SelectMany((count, g) => Enumerable.Repeat((long)g, (int)count)).ToArray();
+    }
 
     /// <summary>Rule calls replayed so far (equal to the tapes' steps after a whole forward).</summary>
     public int Steps => _step;
 
-    public override Act Apply(Act a, Activation activation) => Run(new[] { a }, p => inner.Apply(p[0], activation));
-    public override Act Softmax(Act a, long dim) => Run(new[] { a }, p => inner.Softmax(p[0], dim), softmaxDim: dim);
-    public override Act LayerNorm(Act a, Tensor weight, Tensor bias, double eps) => Run(new[] { a }, p => inner.LayerNorm(p[0], weight, bias, eps));
-    public override Act MatMul(Act a, Act b) => Run(new[] { a, b }, p => inner.MatMul(p[0], p[1]));
-    public override Act Mul(Act a, Act b) => Run(new[] { a, b }, p => inner.Mul(p[0], p[1]));
+    public override Act Apply(Act a, Activation activation) =>
+        Run(new[] { a }, p => _inner.Apply(p[0], activation), grouped: (x, r) => _inner.ApplyGrouped(x, r, _groupOfRow, activation));
+    public override Act Softmax(Act a, long dim) =>
+        Run(new[] { a }, p => _inner.Softmax(p[0], dim), softmaxDim: dim, grouped: (x, r) => _inner.SoftmaxGrouped(x, r, _groupOfRow, dim));
+    public override Act LayerNorm(Act a, Tensor weight, Tensor bias, double eps) => Run(new[] { a }, p => _inner.LayerNormInputHalf(p[0], weight, bias, eps));
+    public override Act MatMul(Act a, Act b) => Run(new[] { a, b }, p => _inner.MatMulInputHalf(p[0], p[1]));
+    public override Act Mul(Act a, Act b) => Run(new[] { a, b }, p => _inner.MulInputHalf(p[0], p[1]));
 
-    private Act Run(Act[] operands, Func<Act[], Act> rule, long? softmaxDim = null)
+    /// <param name="grouped">The rule's fused loop over the groups' rows with the row map, or null (none, or it declines the layout).</param>
+    private Act Run(Act[] operands, Func<Act[], Act> rule, long? softmaxDim = null, Func<Tensor, Tensor, Tensor?>? grouped = null)
     {
         int step = _step++;
-        if (tapes.Count == 1)
-            return new Act(rule(operands.Select((a, s) => new Act(a.X, Fit(tapes[0].Input(step, s), a.X, lengths[0], softmaxDim))).ToArray()).X);
-        var parts = operands.Select(a => a.X.split(rowsPerGroup, 0)).ToArray();
-        var outputs = new Tensor[tapes.Count];
-        for (int g = 0; g < tapes.Count; g++)
-            outputs[g] = rule(operands.Select((_, s) => new Act(parts[s][g], Fit(tapes[g].Input(step, s), parts[s][g], lengths[g], softmaxDim))).ToArray()).X;
-        return new Act(cat(outputs, 0));
+        if (_tapes.Count == 1)
+            return new Act(rule(operands.Select((a, s) => new Act(a.X, Fit(_tapes[0].Input(step, s), a.X, _lengths[0], softmaxDim))).ToArray()).X);
+        using var scope = NewDisposeScope();
+        var output = grouped?.Invoke(operands[0].X, Assemble(step, 0, operands[0].X, softmaxDim, perRow: false))
+            ?? rule(operands.Select((a, s) => new Act(a.X, Assemble(step, s, a.X, softmaxDim, perRow: true))).ToArray()).X;
+        scope.MoveToOuter(output);
+        return new Act(output);
+    }
+
+    /// <summary>
+    /// Every group's tape activation for a step in one tensor, padded to the pass's width as <see cref="Fit"/> pads it:
+    /// one row per group [groups, …], or copied out to each of the group's rows [rows, …]. One fill and one copy per group
+    /// (padding each tape, joining them and copying them out took three).
+    /// </summary>
+    internal Tensor Assemble(int step, int operand, Tensor x, long? softmaxDim, bool perRow)
+    {
+        long rank = x.dim();
+        long? masked = softmaxDim is long d ? (d < 0 ? d + rank : d) : null;
+        var first = _tapes[0].Input(step, operand);
+        var shape = x.shape.ToArray();
+        shape[0] = perRow ? x.shape[0] : _tapes.Count;
+        var result = empty(shape, first.dtype, device: first.device);
+        long start = 0;
+        for (int g = 0; g < _tapes.Count; g++)
+        {
+            var tape = _tapes[g].Input(step, operand);
+            if (tape.dim() != rank || tape.shape[0] != 1) throw Mismatch(tape, x);
+            var rows = result.narrow(0, perRow ? start : g, perRow ? _rowsPerGroup[g] : 1);
+            var region = rows;
+            for (long dim = 1; dim < rank; dim++)
+            {
+                long have = tape.shape[dim], want = x.shape[dim];
+                if (have == want) continue;
+                if (have != _lengths[g] || want != _width) throw Mismatch(tape, x);
+                if (dim != masked) rows.narrow(dim, have, want - have).fill_(0);
+                region = region.narrow(dim, 0, have);
+            }
+            // Before a softmax its own dimension pads with finfo.min (masked keys), over the zeros of the others.
+            if (masked is long m && tape.shape[m] != x.shape[m]) rows.narrow(m, tape.shape[m], x.shape[m] - tape.shape[m]).fill_(finfo(tape.dtype).min);
+            region.copy_(tape); // [1, …] broadcast over the group's rows
+            start += _rowsPerGroup[g];
+        }
+        return result;
     }
 
     /// <summary>
@@ -165,7 +226,7 @@ internal sealed class TapeReplayOps(DeepLiftOps inner, IReadOnlyList<ReferenceTa
     /// </summary>
     private Tensor Fit(Tensor tape, Tensor x, int length, long? softmaxDim)
     {
-        if (length == width) return tape;
+        if (length == _width) return tape;
         long rank = x.dim();
         if (tape.dim() != rank) throw Mismatch(tape, x);
         long? masked = softmaxDim is long d ? (d < 0 ? d + rank : d) : null;
@@ -175,7 +236,7 @@ internal sealed class TapeReplayOps(DeepLiftOps inner, IReadOnlyList<ReferenceTa
         {
             long have = tape.shape[dim], want = x.shape[dim];
             if (have == want) continue;
-            if (have != length || want != width) throw Mismatch(tape, x);
+            if (have != length || want != _width) throw Mismatch(tape, x);
             // nn.functional.pad's list runs from the last dimension backwards, (before, after) for each.
             long at = 2 * (rank - 1 - dim) + 1;
             (dim == masked ? minPads : zeroPads)[at] = want - have;
@@ -187,5 +248,5 @@ internal sealed class TapeReplayOps(DeepLiftOps inner, IReadOnlyList<ReferenceTa
     }
 
     private InvalidOperationException Mismatch(Tensor tape, Tensor x) => new(
-        $"a reference tape's activation [{string.Join(", ", tape.shape)}] does not fit the pass's [{string.Join(", ", x.shape)}] (width {width}): the tape was recorded for another model or length");
+        $"a reference tape's activation [{string.Join(", ", tape.shape)}] does not fit the pass's [{string.Join(", ", x.shape)}] (width {_width}): the tape was recorded for another model or length");
 }

@@ -22,6 +22,10 @@ public static unsafe partial class CpuKernels
     internal static long Runs => _runs;
     [ThreadStatic] private static long _runs;
 
+    /// <summary>How many of those runs took one reference row per group with a row map (a padded batch of several lengths).</summary>
+    internal static long MappedRuns => _mappedRuns;
+    [ThreadStatic] private static long _mappedRuns;
+
     private const long Chunk = 1 << 16;
 
     /// <summary>
@@ -31,16 +35,22 @@ public static unsafe partial class CpuKernels
     /// x's shape or one row shared along the leading dimension. Replaces eight passes (two casts, two differences,
     /// the zero test and its reduction, the division, two casts back) by one.
     /// </summary>
-    internal static bool TrySecant(Tensor x, Tensor x0, Tensor g, Tensor g0, out Tensor y, out Tensor m, out long equal)
+    /// <remarks>
+    /// With <paramref name="referenceRowOf"/> (one entry per row of x's leading dimension), x0 and g0 hold one row per
+    /// reference instead, and row b of x is taken against row <c>referenceRowOf[b]</c>: a padded batch of several lengths
+    /// against each length's own reference, without copying a reference row out to every text.
+    /// </remarks>
+    internal static bool TrySecant(Tensor x, Tensor x0, Tensor g, Tensor g0, out Tensor y, out Tensor m, out long equal, long[]? referenceRowOf = null)
     {
         y = m = null!;
         equal = 0;
         if (!Enabled || x.device_type != TorchSharp.DeviceType.CPU || x.dtype != ScalarType.Float32 || x0.dtype != ScalarType.Float32
             || g.dtype != ScalarType.Float64 || g0.dtype != ScalarType.Float64
             || !x.is_contiguous() || !x0.is_contiguous() || !g.is_contiguous() || !g0.is_contiguous()
-            || !g.shape.SequenceEqual(x.shape) || !g0.shape.SequenceEqual(x0.shape) || !SameOrSharedRow(x.shape, x0.shape))
+            || !g.shape.SequenceEqual(x.shape) || !g0.shape.SequenceEqual(x0.shape) || !ReferenceRowsFit(x.shape, x0.shape, referenceRowOf))
             return false;
-        long n = x.numel(), row = x0.numel();
+        long n = x.numel(), row = x.shape[0] == 0 ? 1 : n / x.shape[0];
+        long[] rowOf = ReferenceRows(x.shape[0], x0.shape[0], referenceRowOf);
         y = empty_like(x);
         m = empty_like(x);
         nint px = Address(x), px0 = Address(x0), pg = Address(g), pg0 = Address(g0);
@@ -51,10 +61,10 @@ public static unsafe partial class CpuKernels
             long start = c * Chunk, end = Math.Min(n, start + Chunk), local = 0;
             float* xs = (float*)px, x0s = (float*)px0, ys = (float*)py, ms = (float*)pm;
             double* gs = (double*)pg, g0s = (double*)pg0;
-            // Walk [start, end) in runs that stay within one reference row, so the inner loop has no division.
+            // Walk [start, end) in runs that stay within one row, so the inner loop has no division.
             for (long i = start; i < end;)
             {
-                long j0 = i % row, run = Math.Min(end - i, row - j0);
+                long within = i % row, run = Math.Min(end - i, row - within), j0 = rowOf[i / row] * row + within;
                 float* xr = xs + i, x0r = x0s + j0, yr = ys + i, mr = ms + i;
                 double* gr = gs + i, g0r = g0s + j0;
                 for (long k = 0; k < run; k++)
@@ -71,12 +81,24 @@ public static unsafe partial class CpuKernels
         });
         equal = count;
         _runs++;
+        if (referenceRowOf is not null) _mappedRuns++;
         return true;
     }
 
-    /// <summary>x0's shape equals x's, or is x's with a leading dimension of 1 (one reference shared by the batch).</summary>
-    private static bool SameOrSharedRow(long[] x, long[] x0) =>
-        x.Length == x0.Length && x.Length > 0 && (x0[0] == x[0] || x0[0] == 1) && x.AsSpan(1).SequenceEqual(x0.AsSpan(1));
+    /// <summary>
+    /// x0's shape is x's past the leading dimension, and its leading dimension is x's (a reference row per row), 1 (one
+    /// shared by the batch), or, with <paramref name="referenceRowOf"/>, any count that every entry of the map indexes.
+    /// </summary>
+    private static bool ReferenceRowsFit(long[] x, long[] x0, long[]? referenceRowOf)
+    {
+        if (x.Length != x0.Length || x.Length == 0 || !x.AsSpan(1).SequenceEqual(x0.AsSpan(1))) return false;
+        if (referenceRowOf is null) return x0[0] == x[0] || x0[0] == 1;
+        return referenceRowOf.Length == x[0] && referenceRowOf.All(r => r >= 0 && r < x0[0]);
+    }
+
+    /// <summary>The reference row of each of x's leading rows: the map when given, else its own row or the shared one.</summary>
+    private static long[] ReferenceRows(long rows, long referenceRows, long[]? referenceRowOf) =>
+        referenceRowOf ?? (referenceRows == 1 ? new long[rows] : Enumerable.Range(0, (int)rows).Select(i => (long)i).ToArray());
 
     private static nint Address(Tensor t) =>
         (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));

@@ -9,16 +9,19 @@ namespace AttributionFleet.Engine.Rules;
 /// </summary>
 public static class LayerNormRule
 {
-    public static Act Apply(TensorOps ops, Act x, TorchSharp.torch.Tensor weight, TorchSharp.torch.Tensor bias, double eps, bool promote) =>
-        ActScope.Run(() => Decompose(ops, x, weight, bias, eps, promote));
+    /// <param name="referenceOutput">False: leave out the reference's output (see <see cref="ProductRule.Mul(Act, Act, bool)"/>): the last product and the affine map on the reference half.</param>
+    public static Act Apply(TensorOps ops, Act x, TorchSharp.torch.Tensor weight, TorchSharp.torch.Tensor bias, double eps, bool promote,
+        bool referenceOutput = true) =>
+        ActScope.Run(() => Decompose(ops, x, weight, bias, eps, promote, referenceOutput));
 
-    private static Act Decompose(TensorOps ops, Act x, TorchSharp.torch.Tensor weight, TorchSharp.torch.Tensor bias, double eps, bool promote)
+    private static Act Decompose(TensorOps ops, Act x, TorchSharp.torch.Tensor weight, TorchSharp.torch.Tensor bias, double eps, bool promote,
+        bool referenceOutput)
     {
         var centered = ops.Map(x, t => t - t.mean(new long[] { -1 }, keepdim: true));
         var squared = RescaleRule.Square(centered, promote);
         var variance = ops.Map(squared, t => t.mean(new long[] { -1 }, keepdim: true));
         var inverseStd = RescaleRule.InverseSqrt(variance, eps, promote);
-        var normalized = ProductRule.Mul(centered, inverseStd);
+        var normalized = ProductRule.Mul(centered, inverseStd, referenceOutput || x.IsReferenceOnly);
         return ops.Map(normalized, t => t * weight + bias);
     }
 }

@@ -10,25 +10,36 @@ namespace AttributionFleet.Engine.Rules;
 /// </summary>
 public static class ProductRule
 {
-    public static Act Mul(Act a, Act b) => Bilinear(a, b, matmul: false);
+    /// <param name="referenceOutput">
+    /// False: leave out the reference's product <c>a0·b0</c> (the result has no reference half). A pass that replays its
+    /// reference half from a tape drops it anyway, and on a batch of several lengths each row's reference is copied out
+    /// to it, so it would cost a product as large as the input's.
+    /// </param>
+    public static Act Mul(Act a, Act b, bool referenceOutput) => Bilinear(a, b, matmul: false, referenceOutput);
 
-    public static Act MatMul(Act a, Act b) => Bilinear(a, b, matmul: true);
+    /// <inheritdoc cref="Mul(Act, Act, bool)"/>
+    public static Act MatMul(Act a, Act b, bool referenceOutput) => Bilinear(a, b, matmul: true, referenceOutput);
 
-    private static Act Bilinear(Act a, Act b, bool matmul) =>
-        ActScope.Run(() => BilinearUnscoped(a, b, matmul));
+    public static Act Mul(Act a, Act b) => Mul(a, b, referenceOutput: true);
+
+    public static Act MatMul(Act a, Act b) => MatMul(a, b, referenceOutput: true);
+
+    private static Act Bilinear(Act a, Act b, bool matmul, bool referenceOutput) =>
+        ActScope.Run(() => BilinearUnscoped(a, b, matmul, referenceOutput));
 
     private static Tensor Product(Tensor x, Tensor y, bool matmul) => matmul ? x.matmul(y) : x * y;
 
-    private static Act BilinearUnscoped(Act a, Act b, bool matmul)
+    private static Act BilinearUnscoped(Act a, Act b, bool matmul, bool referenceOutput)
     {
         if (a.IsReferenceOnly && b.IsReferenceOnly)
             using (no_grad()) return Act.ReferenceOnly(Product(a.Ref, b.Ref, matmul));
-        Tensor z, z0;
+        Tensor z;
+        Tensor? z0;
         Tensor? aMean, bMean;
         using (no_grad())
         {
             z = Product(a.X.detach(), b.X.detach(), matmul);
-            z0 = Product(a.Ref, b.Ref, matmul);
+            z0 = referenceOutput ? Product(a.Ref, b.Ref, matmul) : null;
             // ā is b's multiplier, b̄ is a's: each only when the other operand needs a gradient.
             bMean = a.X.requires_grad ? (b.X.detach() + b.Ref) * 0.5 : null;
             aMean = b.X.requires_grad ? (a.X.detach() + a.Ref) * 0.5 : null;

@@ -65,34 +65,73 @@ public static class RescaleRule
     /// </summary>
     private static Act FusedSecant(Act a, Func<Tensor, Tensor> g, Func<Tensor, Tensor> derivative)
     {
-        Tensor y, y0, m;
+        Tensor gx0;
+        using (no_grad()) gx0 = g(a.Ref.to_type(ScalarType.Float64));
+        var y = FusedSecant(a.X, a.Ref, gx0, null, g, derivative);
+        if (y is null) return new Act(a.X);
+        using (no_grad()) return new Act(y, gx0.to_type(ScalarType.Float32));
+    }
+
+    /// <summary>
+    /// The fused rescale on x (with its gradient) against references x0 with their float64 values gx0: x0 of x's shape,
+    /// one shared row, or one row per reference with <paramref name="referenceRowOf"/> (see <see cref="CpuKernels.TrySecant"/>).
+    /// The input half's value with its multipliers attached, or null where the kernel does not take the layout.
+    /// </summary>
+    private static Tensor? FusedSecant(Tensor input, Tensor x0, Tensor gx0, long[]? referenceRowOf, Func<Tensor, Tensor> g, Func<Tensor, Tensor> derivative)
+    {
+        Tensor y, m;
         using (no_grad())
         {
-            var x = a.X.detach();
+            var x = input.detach();
             var gx = g(x.to_type(ScalarType.Float64));
-            var gx0 = g(a.Ref.to_type(ScalarType.Float64));
-            if (!CpuKernels.TrySecant(x, a.Ref, gx, gx0, out y, out m, out long equal)) return new Act(a.X);
+            if (!CpuKernels.TrySecant(x, x0, gx, gx0, out y, out m, out long equal, referenceRowOf)) return null;
             if (equal > 0)
             {
                 // The derivative at the few entries where x == x0 only (a float32 collision: 1 in 3 million GELU inputs
                 // of a bert-base layer now and then); over the whole tensor it cost 70 ms, ten times the rest of the rule.
-                var same = (x == a.Ref).reshape(-1).nonzero().squeeze(1);
+                var perRow = referenceRowOf is null ? x0 : x0.index_select(0, tensor(referenceRowOf, device: x0.device));
+                var same = (x == perRow).reshape(-1).nonzero().squeeze(1);
                 var at = x.reshape(-1).index_select(0, same).to_type(ScalarType.Float64);
                 m.reshape(-1).index_copy_(0, same, derivative(at).to_type(ScalarType.Float32));
             }
-            y0 = gx0.to_type(ScalarType.Float32);
         }
-        return new Act(Multipliers.Override(y, a.X, m), y0);
+        return Multipliers.Override(y, input, m);
+    }
+
+    /// <summary>
+    /// The rescale rule for a padded batch of several lengths: x [B, …] against one reference row per length
+    /// (<paramref name="references"/> [G, …]; row b against row <c>referenceRowOf[b]</c>), in one fused loop, with g(x0)
+    /// computed once per reference row rather than once per text. Only the input half comes back (its value, carrying the
+    /// multipliers): the caller replays the reference half from a tape. Null where the fused loop does not apply (then the
+    /// caller runs <see cref="Activation"/> with the reference copied out to every row).
+    /// </summary>
+    internal static Tensor? GroupedActivation(Tensor x, Tensor references, long[] referenceRowOf, Activation kind, bool promote)
+    {
+        if (!promote || x.dtype != ScalarType.Float32 || x.device.type != TorchSharp.DeviceType.CPU || !CpuKernels.Enabled) return null;
+        var (g, derivative) = Functions(kind);
+        using var scope = NewDisposeScope();
+        Tensor gx0;
+        using (no_grad()) gx0 = g(references.to_type(ScalarType.Float64));
+        var y = FusedSecant(x, references, gx0, referenceRowOf, g, derivative);
+        if (y is not null) scope.MoveToOuter(y);
+        return y;
     }
 
     /// <summary>An activation by kind, each with its exact derivative for the fallback.</summary>
-    public static Act Activation(Act a, Activation kind, bool promote) => kind switch
+    public static Act Activation(Act a, Activation kind, bool promote)
     {
-        Ops.Activation.GeluErf => Apply(a, t => PlainOps.Plain(t, kind), GeluErfDerivative, promote),
-        Ops.Activation.GeluTanh => Apply(a, PlainOps.GeluTanh, GeluTanhDerivative, promote),
-        Ops.Activation.Relu => Apply(a, t => t.relu(), t => (t > 0).to_type(t.dtype), promote),
-        Ops.Activation.Tanh => Apply(a, t => t.tanh(), t => 1 - t.tanh().square(), promote),
-        Ops.Activation.Sigmoid => Apply(a, t => t.sigmoid(), t => t.sigmoid() * (1 - t.sigmoid()), promote),
+        var (g, derivative) = Functions(kind);
+        return Apply(a, g, derivative, promote);
+    }
+
+    /// <summary>Each activation's function and its exact derivative (the fallback where x == x0).</summary>
+    private static (Func<Tensor, Tensor> G, Func<Tensor, Tensor> Derivative) Functions(Activation kind) => kind switch
+    {
+        Ops.Activation.GeluErf => (t => PlainOps.Plain(t, kind), GeluErfDerivative),
+        Ops.Activation.GeluTanh => (PlainOps.GeluTanh, GeluTanhDerivative),
+        Ops.Activation.Relu => (t => t.relu(), t => (t > 0).to_type(t.dtype)),
+        Ops.Activation.Tanh => (t => t.tanh(), t => 1 - t.tanh().square()),
+        Ops.Activation.Sigmoid => (t => t.sigmoid(), t => t.sigmoid() * (1 - t.sigmoid())),
         _ => throw new ArgumentOutOfRangeException(nameof(kind)),
     };
 

@@ -25,15 +25,18 @@ public static unsafe partial class CpuKernels
     /// conserving the same way: each step's multiplier times its input's difference is its output's difference, to rounding.
     /// Returns false (the caller composes torch ops) for other dtypes, devices, layouts or CPUs.
     /// </summary>
-    internal static bool TrySoftmaxExact(Tensor x, Tensor x0, out Tensor y, out Tensor mExp, out Tensor mLog, out Tensor mOut)
+    /// <remarks><paramref name="referenceRowOf"/>: as for <see cref="TrySecant"/>, x0 one row per reference, row b of x against row map[b].</remarks>
+    internal static bool TrySoftmaxExact(Tensor x, Tensor x0, out Tensor y, out Tensor mExp, out Tensor mLog, out Tensor mOut, long[]? referenceRowOf = null)
     {
         y = mExp = mLog = mOut = null!;
         if (!Enabled || !Vector512.IsHardwareAccelerated || x.device_type != TorchSharp.DeviceType.CPU
             || x.dtype != ScalarType.Float32 || x0.dtype != ScalarType.Float32 || !x.is_contiguous() || !x0.is_contiguous()
-            || x.dim() < 2 || !SameOrSharedRow(x.shape, x0.shape))
+            || x.dim() < 2 || !ReferenceRowsFit(x.shape, x0.shape, referenceRowOf))
             return false;
-        long n = x.shape[^1], rows = x.numel() / n, rows0 = x0.numel() / n;
+        long n = x.shape[^1], rows = x.numel() / n;
         if (n == 0 || rows == 0) return false;
+        long rowsPerLeading = rows / x.shape[0];
+        long[] rowOf = ReferenceRows(x.shape[0], x0.shape[0], referenceRowOf);
         y = empty_like(x);
         mExp = empty_like(x);
         mOut = empty_like(x);
@@ -47,13 +50,14 @@ public static unsafe partial class CpuKernels
             long end = Math.Min(rows, (chunk + 1) * rowsPerChunk);
             for (long i = chunk * rowsPerChunk; i < end; i++)
             {
-                long at = i * n, at0 = (i % rows0) * n;
+                long at = i * n, at0 = (rowOf[i / rowsPerLeading] * rowsPerLeading + i % rowsPerLeading) * n;
                 ((float*)pl)[i] = Row((float*)px + at, (float*)px0 + at0, (float*)py + at, (float*)pe + at, (float*)po + at, (int)n);
             }
         };
         long chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
         Parallel.For(0, chunks, c => body(c));
         _runs++;
+        if (referenceRowOf is not null) _mappedRuns++;
         return true;
     }
 

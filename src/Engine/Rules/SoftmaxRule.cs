@@ -65,6 +65,24 @@ public static class SoftmaxRule
     }
 
     /// <summary>
+    /// <see cref="Exact"/> for a padded batch of several lengths: x [B, …] against one reference row per length
+    /// (<paramref name="references"/> [G, …], row b against row <c>referenceRowOf[b]</c>), in the fused loop, without
+    /// copying a reference row out to every text. Only the input half comes back (its value, carrying the multipliers):
+    /// the caller replays the reference half from a tape. Null where the fused loop does not apply.
+    /// </summary>
+    internal static Tensor? GroupedExact(Tensor x, Tensor references, long[] referenceRowOf, long dim)
+    {
+        if (dim != -1 && dim != x.dim() - 1) return null;
+        using var scope = NewDisposeScope();
+        Tensor y, mExp, mLog, mOut;
+        using (no_grad())
+            if (!CpuKernels.TrySoftmaxExact(x.detach(), references, out y, out mExp, out mLog, out mOut, referenceRowOf)) return null;
+        var result = RuleGradients.WithSoftmaxMultipliers(y, x, mExp, mLog, mOut);
+        scope.MoveToOuter(result);
+        return result;
+    }
+
+    /// <summary>
     /// <see cref="Exact"/> along the last dimension in one loop per row (<see cref="CpuKernels.TrySoftmaxExact"/>: float32 on
     /// a CPU with AVX-512), or null for the composition. The reference's value is softmax(x0) from x0 alone, as in <see cref="Exact"/>.
     /// </summary>

@@ -124,6 +124,62 @@ public class CpuKernelTests
         Assert.True(Math.Abs(sum - delta) <= 1e-5 * size, $"Σ m·Δx = {sum:E6} against Δf = {delta:E6}");
     }
 
+    /// <summary>
+    /// A padded batch of several lengths gives the fused loops one reference row per length and a row map (rows 0–2
+    /// against reference 1, rows 3–4 against 0, rows 5–7 against 2). The loops then compute, bit for bit, what they compute
+    /// with each row's reference copied out to it: the same arithmetic on the same numbers. A map that a row reads wrong
+    /// (off by one group) fails. The copied-out rows go through the torch composition too, which reads no map.
+    /// </summary>
+    [Fact]
+    public void FusedLoopsWithARowMapEqualTheReferenceCopiedOutToEveryRow()
+    {
+        var map = new long[] { 1, 1, 1, 0, 0, 2, 2, 2 };
+        var index = tensor(map);
+        var (x64, r64) = RuleConservationTests.Inputs(seed: 5, shape: new long[] { 8, 6, 40 });
+        var x = x64.to_type(ScalarType.Float32);
+        var refs = r64[..3].to_type(ScalarType.Float32).contiguous();
+        x[4] = refs[0].clone(); // a row equal to its reference everywhere: the derivative fallback through the map
+
+        // GELU: the grouped rule against the plain rule on the copied-out reference (itself the fused loop, bit-identical
+        // to the composition: GeluSecantKernelIsBitIdenticalToTheComposition).
+        using (enable_grad())
+        {
+            long runs = CpuKernels.Runs;
+            var xg = x.detach().clone().requires_grad_(true);
+            var grouped = RescaleRule.GroupedActivation(xg, refs, map, Activation.GeluErf, promote: true);
+            Assert.NotNull(grouped);
+            Assert.Equal(runs + 1, CpuKernels.Runs);
+            grouped!.sum().backward();
+            var plain = Run(x, refs.index_select(0, index), kernels: false); // the torch composition
+            Assert.True(Same(grouped.detach(), plain.Y), "GELU values");
+            Assert.True(Same(xg.grad!, plain.Grad), $"GELU multipliers: max |Δ| {(xg.grad! - plain.Grad).abs().max().item<float>():E2}");
+            var wrong = Run(x, refs.index_select(0, tensor(new long[] { 1, 1, 1, 0, 2, 2, 2, 2 })), kernels: false);
+            Assert.False(Same(xg.grad!, wrong.Grad), "a row read against another group's reference changes its multipliers");
+        }
+
+        if (!System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated) return; // the softmax loop needs AVX-512
+        var (sx, sr) = Scores(sharedReference: false, length: 37);
+        var scores = cat(new[] { sx, sx.flip(0) }, 0);            // 8 rows
+        var scoreRefs = sr[..3].contiguous();
+        var weights = randn(scores.shape, generator: new TorchSharp.torch.Generator(3));
+        using (enable_grad())
+        {
+            var xg = scores.detach().clone().requires_grad_(true);
+            var grouped = SoftmaxRule.GroupedExact(xg, scoreRefs, map, -1);
+            Assert.NotNull(grouped);
+            (grouped! * weights).sum().backward();
+            var copied = scoreRefs.index_select(0, index);
+            var plain = Softmax(scores, copied, weights, kernels: true);
+            Assert.True(Same(grouped.detach(), plain.Y), "softmax values");
+            Assert.True(Same(xg.grad!, plain.Grad), $"softmax multipliers: max |Δ| {(xg.grad! - plain.Grad).abs().max().item<float>():E2}");
+            // and both the composition's, to float32 rounding (the kernel's own exp)
+            var composed = Softmax(scores, copied, weights, kernels: false);
+            double valueGap = (grouped.detach() - composed.Y).abs().max().item<float>();
+            double gradGap = (xg.grad! - composed.Grad).abs().max().item<float>(), scale = composed.Grad.abs().max().item<float>();
+            Assert.True(valueGap <= 1e-6 && gradGap <= 1e-5 * scale, $"softmax against the composition: values {valueGap:E2}, multipliers {gradGap:E2} (largest {scale:E2})");
+        }
+    }
+
     [Fact]
     public void SoftmaxKernelLeavesOtherLayoutsToTheComposition()
     {

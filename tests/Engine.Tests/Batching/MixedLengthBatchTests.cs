@@ -134,6 +134,36 @@ public class MixedLengthBatchTests(BatchingModels fixture, ArchitectureModels ar
         output.WriteLine($"{architecture} {outputKind}: max |mixed − alone| / max(1, |scores|) = {worst:E2}");
     }
 
+    /// <summary>
+    /// The same in float32, where the fused CPU loops take the batch's reference rows with a row map (GELU's secant, and
+    /// the exact softmax on CPUs with AVX-512): each text's scores equal its scores alone to float32 rounding (1e-5 of the
+    /// largest), with deltas at rounding level, and the map path is the one that ran.
+    /// </summary>
+    [Fact]
+    public void Float32MixedLengthBatchEqualsEachTextAloneThroughTheRowMap()
+    {
+        var loaded = fixture.Models["BertForSequenceClassification"];
+        var explainer = new TextExplainer(loaded) { CostModel = OneBatch };
+        var texts = BatchingModels.Texts(Words);
+        var request = new ExplainRequest { Precision = "float32", BatchSize = 16, ReferenceCacheMB = 0 };
+        long mapped = Engine.Rules.CpuKernels.MappedRuns;
+        var mixed = explainer.Explain(texts, request);
+        Assert.Equal(1, explainer.BatchCounts.Batches);
+        // Two layers: at least the two GELUs went through the map (and the two softmaxes with AVX-512).
+        Assert.True(Engine.Rules.CpuKernels.MappedRuns - mapped >= 2, $"{Engine.Rules.CpuKernels.MappedRuns - mapped} mapped kernel runs");
+        double worst = 0;
+        for (int i = 0; i < texts.Count; i++)
+        {
+            var alone = new TextExplainer(loaded).Explain(new[] { texts[i] }, request with { Target = mixed[i].TargetIndex.ToString() })[0];
+            double scale = Math.Max(1e-3, alone.Scores.Max(Math.Abs));
+            double diff = alone.Scores.Zip(mixed[i].Scores, (a, b) => Math.Abs(a - b)).Max();
+            worst = Math.Max(worst, diff / scale);
+            Assert.True(diff <= 1e-5 * scale, $"text {i}: max |mixed − alone| = {diff:E2} (largest {scale:E2})");
+            Assert.True(Math.Abs(mixed[i].Delta) <= 1e-5 * Math.Max(1, Math.Abs(mixed[i].Fx - mixed[i].Fx0)), $"text {i}: delta {mixed[i].Delta:E2}");
+        }
+        output.WriteLine($"float32: max |mixed − alone| / largest score = {worst:E2}");
+    }
+
     /// <summary>Sentences of 9, 6, 9, 3, 6, 6, 1 and 11 words: repeated and distinct token lengths under any tokenizer.</summary>
     private static readonly string[] Sentences =
     {
