@@ -30,16 +30,22 @@ public class BenchJobTests(ITestOutputHelper output) : IDisposable
     public void PrintsFixedMixedAndCacheFigures()
     {
         var stdout = new StringWriter();
-        int code = BenchJobCommand.Run(new BenchJobOptions { Model = TinyModel(), Texts = 12, Lengths = "6-20", BatchSize = 4, Exact = true }, stdout);
+        int code = BenchJobCommand.Run(new BenchJobOptions { Model = TinyModel(), Texts = 12, Lengths = "6-20", BatchSize = 4, Exact = true, Repeats = 3 }, stdout);
         output.WriteLine(stdout.ToString());
         Assert.Equal(0, code);
         var lines = stdout.ToString().Split('\n');
-        foreach (var row in new[] { "fixed length", "mixed lengths, cold cache", "mixed lengths, warm cache", "mixed plan:", "tokenizing the job", "next job", "sixth job", "one-length batches, no cache", "peak RSS" })
+        foreach (var row in new[] { "fixed length", "mixed lengths, cold cache", "mixed lengths, warm cache", "mixed plan:", "the plan's widths", "tokenizing the job", "next job", "sixth job", "one-length batches, no cache", "peak RSS" })
             Assert.Contains(lines, l => l.StartsWith(row, StringComparison.Ordinal));
         var warm = lines.Single(l => l.StartsWith("mixed lengths, warm cache", StringComparison.Ordinal));
         Assert.Contains("100 %", warm); // the same lengths again: every reference from the cache
         var cold = lines.Single(l => l.StartsWith("mixed lengths, cold cache", StringComparison.Ordinal));
-        Assert.Contains(" 0 %", cold);
+        Assert.DoesNotContain("100 %", cold); // every length recorded once (a length cut across two batches is a hit for the second)
+        // Three alternating pairs, each a positive ratio, and their median among them.
+        var paired = lines.Single(l => l.StartsWith("mixed warm vs fixed length", StringComparison.Ordinal));
+        var pairs = paired[(paired.IndexOf("(pairs ", StringComparison.Ordinal) + 7)..paired.LastIndexOf(')')].Split(", ").Select(double.Parse).ToList();
+        Assert.Equal(3, pairs.Count);
+        Assert.All(pairs, r => Assert.True(r > 0));
+        Assert.Contains($"median {pairs.OrderBy(r => r).ElementAt(1):F3}x", paired);
     }
 
     [Fact]
@@ -61,6 +67,13 @@ public class BenchJobTests(ITestOutputHelper output) : IDisposable
             File.Delete(path);
             File.Delete(path + ".ids.json");
         }
+    }
+
+    [Fact]
+    public void RepeatsMustBePositive()
+    {
+        var e = Assert.Throws<UsageException>(() => BenchJobCommand.Run(new BenchJobOptions { Model = TinyModel(), Repeats = 0 }, new StringWriter()));
+        Assert.Contains("--repeats", e.Message);
     }
 
     [Fact]

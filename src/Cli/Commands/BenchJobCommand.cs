@@ -25,6 +25,8 @@ public sealed record BenchJobOptions
     public int Seed { get; init; } = 1;
     /// <summary>Write the job's texts (one a line) and, beside them (FILE.ids.json), their token ids and the model folder, then stop.</summary>
     public string? WriteTexts { get; init; }
+    /// <summary>Pairs of warm runs (fixed length, then the mixed job; the order alternating) for the paired ratio.</summary>
+    public int Repeats { get; init; } = 1;
 }
 
 /// <summary>
@@ -38,9 +40,9 @@ public sealed record BenchJobOptions
 public static class BenchJobCommand
 {
     public const string Usage =
-        "fleet bench job [--model DIR | --layers 12] [--input texts.txt | --texts 33 --lengths lognormal|MIN-MAX] [--batch 8] [--precision float32|float64] [--pass-memory-mb M] [--reference-cache-mb M] [--exact] [--seed 1] [--threads N] [--write-texts FILE]";
+        "fleet bench job [--model DIR | --layers 12] [--input texts.txt | --texts 33 --lengths lognormal|MIN-MAX] [--batch 8] [--precision float32|float64] [--pass-memory-mb M] [--reference-cache-mb M] [--exact] [--seed 1] [--repeats 1] [--threads N] [--write-texts FILE]";
 
-    public static readonly string[] ValueOptions = { "model", "layers", "input", "texts", "lengths", "batch", "precision", "pass-memory-mb", "reference-cache-mb", "seed", "threads", "write-texts" };
+    public static readonly string[] ValueOptions = { "model", "layers", "input", "texts", "lengths", "batch", "precision", "pass-memory-mb", "reference-cache-mb", "seed", "repeats", "threads", "write-texts" };
     public static readonly string[] FlagOptions = { "exact" };
 
     public static int Run(string[] args, TextWriter stdout)
@@ -62,6 +64,7 @@ public static class BenchJobCommand
             Exact = cl.Flag("exact"),
             Seed = cl.Int("seed", 1),
             WriteTexts = cl.Value("write-texts"),
+            Repeats = cl.Int("repeats", 1),
         }, stdout);
     }
 
@@ -69,6 +72,7 @@ public static class BenchJobCommand
     {
         if (o.Texts < 1) throw new UsageException($"--texts must be positive, got {o.Texts}");
         if (o.Layers < 1) throw new UsageException($"--layers must be positive, got {o.Layers}");
+        if (o.Repeats < 1) throw new UsageException($"--repeats must be positive, got {o.Repeats}");
         var dir = o.Model ?? BenchCommand.BertBaseDir(o.Layers);
         using var loaded = LoadedModel.Load(dir, CPU);
         var explainer = new TextExplainer(loaded);
@@ -128,6 +132,31 @@ public static class BenchJobCommand
         double padded = plan.Sum(b => b.Count * cost.RowWork(b.Max(i => lengths[i]))), own = lengths.Sum(cost.RowWork);
         stdout.WriteLine($"mixed plan: {plan.Count} batches (widths {string.Join(", ", plan.Select(b => b.Max(i => lengths[i])))}), " +
             $"{plan.Average(b => b.Select(i => lengths[i]).Distinct().Count()):F1} lengths a batch; padding adds {padded / own - 1:P0} to the texts' own work");
+        // The plan's batches with every text at its batch's width: the same passes and padding, one length a batch. Beside
+        // the fixed-length run it shows what padding costs; beside the mixed run, what the lengths cost.
+        var widthLengths = new int[lengths.Count];
+        foreach (var b in plan) foreach (var i in b) widthLengths[i] = b.Max(j => lengths[j]);
+        var widthTexts = Generate(loaded, widthLengths, o.Seed + 3);
+        Measure(explainer, widthTexts, request, clear: false);
+        var widths = Measure(explainer, widthTexts, request, clear: false);
+        Print(stdout, "the plan's widths (one length), warm", widths with { Tokens = tokens }, fixedWarm, ownWarm);
+        if (o.Repeats > 1)
+        {
+            // Warm runs in pairs, the order alternating, so that a drift of the machine within the pairs cancels: the
+            // single runs above are minutes apart, and this machine drifts by more than the effect being measured.
+            var ratios = new List<double>();
+            for (int i = 0; i < o.Repeats; i++)
+            {
+                Figures a, b;
+                if (i % 2 == 0) { a = Measure(explainer, fixedTexts, request, clear: false); b = Measure(explainer, texts, request, clear: false); }
+                else { b = Measure(explainer, texts, request, clear: false); a = Measure(explainer, fixedTexts, request, clear: false); }
+                ratios.Add(b.Seconds / b.Tokens / (a.Seconds / a.Tokens));
+            }
+            ratios.Sort();
+            double median = ratios.Count % 2 == 1 ? ratios[ratios.Count / 2] : (ratios[ratios.Count / 2 - 1] + ratios[ratios.Count / 2]) / 2;
+            stdout.WriteLine($"mixed warm vs fixed length {fixedLength} warm, per token, {o.Repeats} alternating pairs: median {median:F3}x " +
+                $"(pairs {string.Join(", ", ratios.Select(r => r.ToString("F3")))})");
+        }
         if (o.Input is null)
         {
             // The next job: other texts from the same spread of lengths, the cache as this job left it (a tape is kept
@@ -149,6 +178,8 @@ public static class BenchJobCommand
         }
         stdout.WriteLine("vs mean: per token against texts of the job's mean length; vs own: per token against each of the job's texts run in a " +
             "full batch of texts of its own length (what `fleet bench attribute` measures at that length), summed over the job");
+        stdout.WriteLine("the plan's widths: each text lengthened to its batch's width (the same passes and padding, one length a batch), " +
+            "per token of the job's own texts");
         stdout.WriteLine($"peak RSS {BenchCommand.PeakRssBytes() / 1048576.0:F0} MiB (pass budget {(o.PassMemoryMB ?? 1024)} MiB + reference cache {ReferenceCache.Shared.BudgetBytes >> 20} MiB, after the mixed job the cache held {held.Bytes / 1048576.0:F0} MiB in {held.Count} tapes)");
         stdout.WriteLine("cpu s/text: process CPU time (all threads), steadier than wall time when other processes share the cores");
         return 0;
