@@ -14,5 +14,8 @@ grep -q "deeplift/Exact" $OUT/smoke.txt || { echo "smoke failed: no GPU figures"
 T=150 run bench attribute --device cuda --batch 16 --length 128 --repeats 5 --ig-texts 2 --rules | tee $OUT/bench128.txt
 T=90 run bench attribute --device cuda --batch 16 --length 32 --repeats 5 --ig-texts 2 | tee $OUT/bench32.txt
 T=90 run bench attribute --device cuda --batch 64 --length 128 --repeats 5 --ig-texts 0 | tee $OUT/bench128b64.txt
+# The job benchmark (#13): the 33-text log-normal job at batch 8, and 128 texts at batch 64 (mixed lengths packed).
+T=120 run bench job --device cuda --layers 12 --texts 33 --repeats 4 | tee $OUT/job-b8.txt
+T=120 run bench job --device cuda --layers 12 --texts 128 --batch 64 --repeats 2 | tee $OUT/job-b64.txt
 for p in float64 bfloat16; do T=90 run bench attribute --device cuda --batch 16 --length 128 --repeats 3 --ig-texts 0 --precision $p | tee $OUT/bench128-$p.txt; done
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv

@@ -69,6 +69,13 @@ public class BenchJobTests(ITestOutputHelper output) : IDisposable
         }
     }
 
+    [WithoutCudaFact]
+    public void ADeviceThisBuildLacksIsRefusedByName()
+    {
+        var e = Assert.Throws<Engine.ModelLoadException>(() => BenchJobCommand.Run(new BenchJobOptions { Model = TinyModel(), Device = "cuda" }, new StringWriter()));
+        Assert.Contains("cuda", e.Message);
+    }
+
     [Fact]
     public void RepeatsMustBePositive()
     {
@@ -86,5 +93,14 @@ public class BenchJobTests(ITestOutputHelper output) : IDisposable
     public void Dispose()
     {
         try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
+    }
+}
+
+/// <summary>A fact about a machine without CUDA (the refusal of --device cuda); skipped where CUDA is available.</summary>
+public sealed class WithoutCudaFactAttribute : FactAttribute
+{
+    public WithoutCudaFactAttribute()
+    {
+        if (TorchSharp.torch.cuda.is_available()) Skip = "CUDA is available here: --device cuda runs instead of being refused";
     }
 }

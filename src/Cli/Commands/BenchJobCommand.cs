@@ -27,6 +27,8 @@ public sealed record BenchJobOptions
     public string? WriteTexts { get; init; }
     /// <summary>Pairs of warm runs (fixed length, then the mixed job; the order alternating) for the paired ratio.</summary>
     public int Repeats { get; init; } = 1;
+    /// <summary>"cpu" or "cuda" (a CUDA build of TorchSharp on a machine with a GPU); null: the CPU.</summary>
+    public string? Device { get; init; }
 }
 
 /// <summary>
@@ -40,9 +42,9 @@ public sealed record BenchJobOptions
 public static class BenchJobCommand
 {
     public const string Usage =
-        "fleet bench job [--model DIR | --layers 12] [--input texts.txt | --texts 33 --lengths lognormal|MIN-MAX] [--batch 8] [--precision float32|float64] [--pass-memory-mb M] [--reference-cache-mb M] [--exact] [--seed 1] [--repeats 1] [--threads N] [--write-texts FILE]";
+        "fleet bench job [--model DIR | --layers 12] [--input texts.txt | --texts 33 --lengths lognormal|MIN-MAX] [--batch 8] [--precision float32|float64] [--pass-memory-mb M] [--reference-cache-mb M] [--exact] [--seed 1] [--repeats 1] [--device cpu|cuda] [--threads N] [--write-texts FILE]";
 
-    public static readonly string[] ValueOptions = { "model", "layers", "input", "texts", "lengths", "batch", "precision", "pass-memory-mb", "reference-cache-mb", "seed", "repeats", "threads", "write-texts" };
+    public static readonly string[] ValueOptions = { "model", "layers", "input", "texts", "lengths", "batch", "precision", "pass-memory-mb", "reference-cache-mb", "seed", "repeats", "device", "threads", "write-texts" };
     public static readonly string[] FlagOptions = { "exact" };
 
     public static int Run(string[] args, TextWriter stdout)
@@ -65,6 +67,7 @@ public static class BenchJobCommand
             Seed = cl.Int("seed", 1),
             WriteTexts = cl.Value("write-texts"),
             Repeats = cl.Int("repeats", 1),
+            Device = cl.Value("device"),
         }, stdout);
     }
 
@@ -74,7 +77,7 @@ public static class BenchJobCommand
         if (o.Layers < 1) throw new UsageException($"--layers must be positive, got {o.Layers}");
         if (o.Repeats < 1) throw new UsageException($"--repeats must be positive, got {o.Repeats}");
         var dir = o.Model ?? BenchCommand.BertBaseDir(o.Layers);
-        using var loaded = LoadedModel.Load(dir, CPU);
+        using var loaded = LoadedModel.Load(dir, DeviceSelector.Resolve(o.Device ?? "cpu"));
         var explainer = new TextExplainer(loaded);
         int max = loaded.Config.MaxSequenceLength;
         List<string> texts = o.Input is not null
@@ -103,7 +106,7 @@ public static class BenchJobCommand
         var spread = lengths.GroupBy(l => l).Count();
         stdout.WriteLine($"bench job: {Path.GetFileName(dir.TrimEnd('/'))} ({loaded.Config.Layers} layers, {loaded.Config.HiddenSize}), {texts.Count} texts, " +
             $"{lengths.Min()}–{lengths.Max()} tokens ({spread} distinct, mean {tokens / (double)texts.Count:F1}), batch {o.BatchSize}, {o.Precision}, " +
-            $"{get_num_threads()} torch threads, allocator {Engine.NativeAllocator.Describe()}, reference cache {ReferenceCache.Shared.BudgetBytes >> 20} MiB");
+            $"device {loaded.Float32.Device.type.ToString().ToLowerInvariant()}, {get_num_threads()} torch threads, allocator {Engine.NativeAllocator.Describe()}, reference cache {ReferenceCache.Shared.BudgetBytes >> 20} MiB");
         stdout.WriteLine($"matrix kernels: {Engine.MklKernels.Describe()}");
 
         // Warm-up: first-call costs (thread pools, kernels) out of the figures.
