@@ -110,6 +110,7 @@ public static partial class NativeAllocator
         var environment = Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
             .ToDictionary(e => (string)e.Key, e => (string?)e.Value ?? "");
         change(environment);
+        OpenMpSpin.AddDefault(environment); // read by libgomp when it loads: only a fresh process image takes it
         Exec("/proc/self/exe", argv, environment.Select(p => p.Key + "=" + p.Value));
     }
 

@@ -36,6 +36,8 @@ public class NativeAllocatorTests
         info.Environment.Remove(NativeAllocator.TunablesVariable);
         info.Environment.Remove("FLEET_NATIVE_ALLOCATOR_NOTICE");
         info.Environment.Remove(MklKernels.SettingVariable);
+        info.Environment.Remove(OpenMpSpin.Variable);
+        info.Environment.Remove(OpenMpSpin.WaitPolicyVariable);
         foreach (var (k, v) in environment) info.Environment[k] = v;
         using var process = Process.Start(info)!;
         int pid = process.Id;
@@ -56,6 +58,20 @@ public class NativeAllocatorTests
         var (unknown, unknownCode, _) = RunFleet(new Dictionary<string, string?> { [MklKernels.SettingVariable] = "fastest" });
         Assert.Equal(2, unknownCode);
         Assert.Equal("fleet bench: FLEET_MKL_KERNELS is 'fastest': use auto (the default) or vendor", unknown.Trim());
+    }
+
+    [Fact]
+    public void TheReexecutedProcessStartsWithTheEnginesOpenMpSpinUnlessTheUserChoseOne()
+    {
+        var (tuned, code, _) = RunFleet(new Dictionary<string, string?> { [NativeAllocator.SettingVariable] = "system" });
+        Assert.Equal(0, code);
+        Assert.Contains($"OpenMP spin: {OpenMpSpin.Variable}={OpenMpSpin.EngineDefault} (the engine's default)", tuned);
+        var (own, _, _) = RunFleet(new Dictionary<string, string?> { [NativeAllocator.SettingVariable] = "system", [OpenMpSpin.Variable] = "500" });
+        Assert.Contains($"OpenMP spin: {OpenMpSpin.Variable}=500", own);
+        var (policy, _, _) = RunFleet(new Dictionary<string, string?> { [NativeAllocator.SettingVariable] = "system", [OpenMpSpin.WaitPolicyVariable] = "PASSIVE" });
+        Assert.Contains($"OpenMP spin: {OpenMpSpin.WaitPolicyVariable}=PASSIVE", policy);
+        var (untuned, _, _) = RunFleet(new Dictionary<string, string?> { [NativeAllocator.SettingVariable] = "system-untuned" });
+        Assert.Contains("OpenMP spin: libgomp's default spin", untuned); // no re-exec: nothing set
     }
 
     [TcmallocFact]

@@ -48,6 +48,7 @@ public static class BenchCommand
                 stdout.WriteLine($"allocator: {Engine.NativeAllocator.Describe()}; pid {Environment.ProcessId}; " +
                     $"{Engine.NativeAllocator.TunablesVariable}={Environment.GetEnvironmentVariable(Engine.NativeAllocator.TunablesVariable)}");
                 stdout.WriteLine($"matrix kernels: {Engine.MklKernels.Describe()}");
+                stdout.WriteLine($"OpenMP spin: {Engine.OpenMpSpin.Describe()}");
                 return 0;
             case "profile": return Profile(new CommandLine(rest, Options.Concat(new[] { "architecture", "pooling" }).ToArray(), new[] { "no-promote", "no-kernels" }), stdout);
             default:
