@@ -7,7 +7,7 @@ namespace AttributionFleet.Engine;
 /// .NET's thread pool) a spinning worker holds a core the loop wants: in <c>fleet bench profile</c> at batch 1–2 the
 /// fused softmax sometimes took 0.06–0.10 s instead of 0.01. With 10,000 turns, the run (33 texts of 115–129
 /// tokens, <c>fleet explain --input</c>, bert-base-sized, 2 cores, farm-bench, alternating pairs, medians of three calls)
-/// took 0.970×, 0.991× and 1.009× the wall time of the default and 0.938×, 0.963× and 0.975× its CPU time: the time is
+/// took 0.970×, 0.989× and 1.009× the wall time of the default and 0.938×, 0.963× and 0.975× its CPU time: the time is
 /// within this machine's noise, the CPU a few percent less (what other threads of a worker get). 1,000 turns measured
 /// 0.977× wall, <c>OMP_WAIT_POLICY=PASSIVE</c> 0.983× (one call each).
 /// libgomp reads the variable once, when it loads, so it is set where the process re-executes itself anyway
