@@ -208,7 +208,7 @@ public sealed class DeepLift : IAttributionMethod
             CountPass(ids.shape[0]);
             var x = model.WordEmbeddings(ids).detach().requires_grad_(true);
             var replay = new TapeReplayOps(ops, tapes, groups.Rows, lengths, width);
-            var groupOfRow = tensor(groups.Rows.SelectMany((count, g) => Enumerable.Repeat((long)g, (int)count)).ToArray(), device: x.device);
+            var groupOfRow = tensor(ReferenceGroups.GroupOfRow(groups.Rows), device: x.device);
             Act f;
             Tensor logits, logitsRef;
             long[] targets;

@@ -49,10 +49,11 @@ public sealed class DeepLiftOps : TensorOps
     /// (<paramref name="references"/> [G, …], row b against row <c>referenceRowOf[b]</c>): the input half only, or null
     /// where no fused loop takes it (the caller then copies each row's reference out and calls <see cref="Apply"/>).
     /// </summary>
-    internal TorchSharp.torch.Tensor? ApplyGrouped(TorchSharp.torch.Tensor x, TorchSharp.torch.Tensor references, long[] referenceRowOf, Activation activation) =>
+    /// <remarks><paramref name="references"/> is called only once the loop takes x.</remarks>
+    internal TorchSharp.torch.Tensor? ApplyGrouped(TorchSharp.torch.Tensor x, Func<TorchSharp.torch.Tensor> references, long[] referenceRowOf, Activation activation) =>
         RescaleRule.GroupedActivation(x, references, referenceRowOf, activation, PromoteMultipliers);
 
     /// <summary><see cref="Softmax"/> the same way as <see cref="ApplyGrouped"/>; the exact rule only.</summary>
-    internal TorchSharp.torch.Tensor? SoftmaxGrouped(TorchSharp.torch.Tensor x, TorchSharp.torch.Tensor references, long[] referenceRowOf, long dim) =>
+    internal TorchSharp.torch.Tensor? SoftmaxGrouped(TorchSharp.torch.Tensor x, Func<TorchSharp.torch.Tensor> references, long[] referenceRowOf, long dim) =>
         SoftmaxRule == SoftmaxRuleKind.Exact ? Rules.SoftmaxRule.GroupedExact(x, references, referenceRowOf, dim) : null;
 }

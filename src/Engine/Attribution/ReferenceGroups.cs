@@ -13,6 +13,10 @@ public sealed record ReferenceGroups(long[] Rows, Tensor Masks, IReadOnlyList<st
 {
     public int Count => Rows.Length;
 
+    /// <summary>The group of each row, for groups of <paramref name="rowsPerGroup"/> contiguous rows.</summary>
+    public static long[] GroupOfRow(long[] rowsPerGroup) =>
+        rowsPerGroup.SelectMany((count, g) => Enumerable.Repeat((long)g, (int)count)).ToArray();
+
     /// <summary>Each group's token length (its mask's sum).</summary>
     public int[] Lengths() => Masks.sum(1).data<long>().Select(l => (int)l).ToArray();
 

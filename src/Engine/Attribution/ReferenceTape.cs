@@ -127,7 +127,7 @@ public sealed class ReferenceTape : IDisposable
 /// The rules' own reference outputs are not computed (<see cref="DeepLiftOps.LayerNormInputHalf"/>): the tape already
 /// holds what the next rule needs, and with the reference copied out to every row they would cost as much as the input's.
 /// <para>
-/// A tape is recorded at its own length l; a pass of width W &gt; l pads it (<see cref="Fit"/>) along every dimension
+/// A tape is recorded at its own length l; a pass of width W &gt; l pads it (<see cref="Assemble"/>) along every dimension
 /// where the tape has l and the pass's activation has W. That is exact for the text's real positions: padded keys are
 /// masked, so a real query's attention to them is the same in both halves (scores finfo.min before the softmax: the
 /// padding value there, which is also the value a masked score takes, s + finfo.min rounding to finfo.min; probabilities
@@ -155,7 +155,7 @@ internal sealed class TapeReplayOps : TensorOps
         _lengths = lengths;
         _width = width;
         _rowsPerGroup = rowsPerGroup;
-        _groupOfRow = rowsPerGroup.SelectMany((count, g) => Enumerable.Repeat((long)g, (int)count)).ToArray();
+        _groupOfRow = ReferenceGroups.GroupOfRow(rowsPerGroup);
     }
 
     /// <summary>Rule calls replayed so far (equal to the tapes' steps after a whole forward).</summary>
@@ -169,29 +169,39 @@ internal sealed class TapeReplayOps : TensorOps
     public override Act MatMul(Act a, Act b) => Run(new[] { a, b }, p => _inner.MatMulInputHalf(p[0], p[1]));
     public override Act Mul(Act a, Act b) => Run(new[] { a, b }, p => _inner.MulInputHalf(p[0], p[1]));
 
-    /// <param name="grouped">The rule's fused loop over the groups' rows with the row map, or null (none, or it declines the layout).</param>
-    private Act Run(Act[] operands, Func<Act[], Act> rule, long? softmaxDim = null, Func<Tensor, Tensor, Tensor?>? grouped = null)
+    /// <param name="grouped">
+    /// The rule's fused loop over the groups' rows with the row map, given x and the groups' rows (assembled only once
+    /// the loop takes x), or null: none, or it declines the layout.
+    /// </param>
+    private Act Run(Act[] operands, Func<Act[], Act> rule, long? softmaxDim = null, Func<Tensor, Func<Tensor>, Tensor?>? grouped = null)
     {
         int step = _step++;
-        if (_tapes.Count == 1)
-            return new Act(rule(operands.Select((a, s) => new Act(a.X, Fit(_tapes[0].Input(step, s), a.X, _lengths[0], softmaxDim))).ToArray()).X);
         using var scope = NewDisposeScope();
-        var output = grouped?.Invoke(operands[0].X, Assemble(step, 0, operands[0].X, softmaxDim, perRow: false))
-            ?? rule(operands.Select((a, s) => new Act(a.X, Assemble(step, s, a.X, softmaxDim, perRow: true))).ToArray()).X;
+        // One group: its row, broadcast over the batch. Several: a fused loop with the groups' rows and the row map, or
+        // else each row's reference copied out to it.
+        var output = _tapes.Count == 1
+            ? rule(operands.Select((a, s) => new Act(a.X, Assemble(step, s, a.X, softmaxDim, perRow: false))).ToArray()).X
+            : grouped?.Invoke(operands[0].X, () => Assemble(step, 0, operands[0].X, softmaxDim, perRow: false))
+              ?? rule(operands.Select((a, s) => new Act(a.X, Assemble(step, s, a.X, softmaxDim, perRow: true))).ToArray()).X;
         scope.MoveToOuter(output);
         return new Act(output);
     }
 
     /// <summary>
-    /// Every group's tape activation for a step in one tensor, padded to the pass's width as <see cref="Fit"/> pads it:
-    /// one row per group [groups, …], or copied out to each of the group's rows [rows, …]. One fill and one copy per group
-    /// (padding each tape, joining them and copying them out took three).
+    /// Every group's tape activation [1, …] for a step in one tensor, padded to the pass's activation
+    /// <paramref name="x"/> [n, …]: one row per group [groups, …], or copied out to each of the group's rows [rows, …].
+    /// Every dimension (past the batch one) where a tape has its length and the pass has its width grows by zeros, and
+    /// the softmax's own dimension, before a softmax, by finfo.min (over the zeros of the others). Any other difference
+    /// of shape means the tape was recorded for something else, and is an error. One fill and one copy per group
+    /// (padding each tape, joining them and copying them out took three); one tape that needs no padding is itself.
     /// </summary>
     internal Tensor Assemble(int step, int operand, Tensor x, long? softmaxDim, bool perRow)
     {
         long rank = x.dim();
         long? masked = softmaxDim is long d ? (d < 0 ? d + rank : d) : null;
         var first = _tapes[0].Input(step, operand);
+        if (_tapes.Count == 1 && !perRow && first.dim() == rank && first.shape[0] == 1 && first.shape.AsSpan(1).SequenceEqual(x.shape.AsSpan(1)))
+            return first;
         var shape = x.shape.ToArray();
         shape[0] = perRow ? x.shape[0] : _tapes.Count;
         var result = empty(shape, first.dtype, device: first.device);
@@ -210,41 +220,11 @@ internal sealed class TapeReplayOps : TensorOps
                 if (dim != masked) rows.narrow(dim, have, want - have).fill_(0);
                 region = region.narrow(dim, 0, have);
             }
-            // Before a softmax its own dimension pads with finfo.min (masked keys), over the zeros of the others.
             if (masked is long m && tape.shape[m] != x.shape[m]) rows.narrow(m, tape.shape[m], x.shape[m] - tape.shape[m]).fill_(finfo(tape.dtype).min);
             region.copy_(tape); // [1, …] broadcast over the group's rows
             start += _rowsPerGroup[g];
         }
         return result;
-    }
-
-    /// <summary>
-    /// The tape's activation [1, …] for a length-<paramref name="length"/> group, padded to the pass's activation
-    /// <paramref name="x"/> [n, …]: every dimension (past the batch one) where the tape has the length and the pass has
-    /// its width grows by zeros, and the softmax's own dimension, before a softmax, by finfo.min. Any other difference
-    /// of shape means the tape was recorded for something else, and is an error.
-    /// </summary>
-    private Tensor Fit(Tensor tape, Tensor x, int length, long? softmaxDim)
-    {
-        if (length == _width) return tape;
-        long rank = x.dim();
-        if (tape.dim() != rank) throw Mismatch(tape, x);
-        long? masked = softmaxDim is long d ? (d < 0 ? d + rank : d) : null;
-        var zeroPads = new long[2 * rank];
-        var minPads = new long[2 * rank];
-        for (long dim = 1; dim < rank; dim++)
-        {
-            long have = tape.shape[dim], want = x.shape[dim];
-            if (have == want) continue;
-            if (have != length || want != _width) throw Mismatch(tape, x);
-            // nn.functional.pad's list runs from the last dimension backwards, (before, after) for each.
-            long at = 2 * (rank - 1 - dim) + 1;
-            (dim == masked ? minPads : zeroPads)[at] = want - have;
-        }
-        var padded = zeroPads.Any(p => p != 0) ? nn.functional.pad(tape, zeroPads) : tape;
-        if (minPads.Any(p => p != 0))
-            padded = nn.functional.pad(padded, minPads, value: finfo(tape.dtype).min);
-        return padded;
     }
 
     private InvalidOperationException Mismatch(Tensor tape, Tensor x) => new(

@@ -21,7 +21,7 @@ public static class LayerNormRule
         var squared = RescaleRule.Square(centered, promote);
         var variance = ops.Map(squared, t => t.mean(new long[] { -1 }, keepdim: true));
         var inverseStd = RescaleRule.InverseSqrt(variance, eps, promote);
-        var normalized = ProductRule.Mul(centered, inverseStd, referenceOutput || x.IsReferenceOnly);
+        var normalized = ProductRule.Mul(centered, inverseStd, referenceOutput); // a reference-only pass computes its product whatever this says
         return ops.Map(normalized, t => t * weight + bias);
     }
 }

@@ -105,14 +105,15 @@ public static class RescaleRule
     /// multipliers): the caller replays the reference half from a tape. Null where the fused loop does not apply (then the
     /// caller runs <see cref="Activation"/> with the reference copied out to every row).
     /// </summary>
-    internal static Tensor? GroupedActivation(Tensor x, Tensor references, long[] referenceRowOf, Activation kind, bool promote)
+    internal static Tensor? GroupedActivation(Tensor x, Func<Tensor> references, long[] referenceRowOf, Activation kind, bool promote)
     {
         if (!promote || x.dtype != ScalarType.Float32 || x.device.type != TorchSharp.DeviceType.CPU || !CpuKernels.Enabled) return null;
         var (g, derivative) = Functions(kind);
         using var scope = NewDisposeScope();
+        var x0 = references();
         Tensor gx0;
-        using (no_grad()) gx0 = g(references.to_type(ScalarType.Float64));
-        var y = FusedSecant(x, references, gx0, referenceRowOf, g, derivative);
+        using (no_grad()) gx0 = g(x0.to_type(ScalarType.Float64));
+        var y = FusedSecant(x, x0, gx0, referenceRowOf, g, derivative);
         if (y is not null) scope.MoveToOuter(y);
         return y;
     }

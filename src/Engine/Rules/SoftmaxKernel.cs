@@ -29,9 +29,7 @@ public static unsafe partial class CpuKernels
     internal static bool TrySoftmaxExact(Tensor x, Tensor x0, out Tensor y, out Tensor mExp, out Tensor mLog, out Tensor mOut, long[]? referenceRowOf = null)
     {
         y = mExp = mLog = mOut = null!;
-        if (!Enabled || !Vector512.IsHardwareAccelerated || x.device_type != TorchSharp.DeviceType.CPU
-            || x.dtype != ScalarType.Float32 || x0.dtype != ScalarType.Float32 || !x.is_contiguous() || !x0.is_contiguous()
-            || x.dim() < 2 || !ReferenceRowsFit(x.shape, x0.shape, referenceRowOf))
+        if (!SoftmaxLoopTakes(x) || x0.dtype != ScalarType.Float32 || !x0.is_contiguous() || !ReferenceRowsFit(x.shape, x0.shape, referenceRowOf))
             return false;
         long n = x.shape[^1], rows = x.numel() / n;
         if (n == 0 || rows == 0) return false;
@@ -60,6 +58,11 @@ public static unsafe partial class CpuKernels
         if (referenceRowOf is not null) _mappedRuns++;
         return true;
     }
+
+    /// <summary>Whether <see cref="TrySoftmaxExact"/> takes x (given a reference of its layout): float32, contiguous, on a CPU with AVX-512.</summary>
+    internal static bool SoftmaxLoopTakes(Tensor x) =>
+        Enabled && Vector512.IsHardwareAccelerated && x.device_type == TorchSharp.DeviceType.CPU && x.dtype == ScalarType.Float32
+        && x.is_contiguous() && x.dim() >= 2;
 
     /// <summary>One row: writes y, m_e and m_y, returns m_g (see <see cref="TrySoftmaxExact"/>).</summary>
     private static float Row(float* x, float* x0, float* y, float* me, float* mo, int n)

@@ -70,13 +70,13 @@ public static class SoftmaxRule
     /// copying a reference row out to every text. Only the input half comes back (its value, carrying the multipliers):
     /// the caller replays the reference half from a tape. Null where the fused loop does not apply.
     /// </summary>
-    internal static Tensor? GroupedExact(Tensor x, Tensor references, long[] referenceRowOf, long dim)
+    internal static Tensor? GroupedExact(Tensor x, Func<Tensor> references, long[] referenceRowOf, long dim)
     {
-        if (dim != -1 && dim != x.dim() - 1) return null;
+        if ((dim != -1 && dim != x.dim() - 1) || !CpuKernels.SoftmaxLoopTakes(x)) return null;
         using var scope = NewDisposeScope();
         Tensor y, mExp, mLog, mOut;
         using (no_grad())
-            if (!CpuKernels.TrySoftmaxExact(x.detach(), references, out y, out mExp, out mLog, out mOut, referenceRowOf)) return null;
+            if (!CpuKernels.TrySoftmaxExact(x.detach(), references(), out y, out mExp, out mLog, out mOut, referenceRowOf)) return null;
         var result = RuleGradients.WithSoftmaxMultipliers(y, x, mExp, mLog, mOut);
         scope.MoveToOuter(result);
         return result;
