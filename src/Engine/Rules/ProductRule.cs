@@ -33,18 +33,27 @@ public static class ProductRule
     {
         if (a.IsReferenceOnly && b.IsReferenceOnly)
             using (no_grad()) return Act.ReferenceOnly(Product(a.Ref, b.Ref, matmul));
-        Tensor z;
         Tensor? z0;
         Tensor? aMean, bMean;
         using (no_grad())
         {
-            z = Product(a.X.detach(), b.X.detach(), matmul);
             z0 = referenceOutput ? Product(a.Ref, b.Ref, matmul) : null;
             // ā is b's multiplier, b̄ is a's: each only when the other operand needs a gradient.
             bMean = a.X.requires_grad ? (b.X.detach() + b.Ref) * 0.5 : null;
             aMean = b.X.requires_grad ? (a.X.detach() + a.Ref) * 0.5 : null;
         }
-        // Value z; gradient to a through b̄, to b through ā.
-        return new Act(RuleGradients.WithProductMultipliers(z, a.X, b.X, aMean, bMean, matmul), z0);
+        return new Act(InputHalf(a.X, b.X, aMean, bMean, matmul), z0);
+    }
+
+    /// <summary>
+    /// The input half <c>z = a·b</c> (or <c>a @ b</c>) with the rule's gradient, given the means <c>ā = (a + a0)/2</c> and
+    /// <c>b̄ = (b + b0)/2</c> (each null where the other operand needs no gradient): to a through b̄, to b through ā. A pass
+    /// that replays several lengths' references computes the means itself, without copying a reference out to every row.
+    /// </summary>
+    internal static Tensor InputHalf(Tensor a, Tensor b, Tensor? aMean, Tensor? bMean, bool matmul)
+    {
+        Tensor z;
+        using (no_grad()) z = Product(a.detach(), b.detach(), matmul);
+        return RuleGradients.WithProductMultipliers(z, a, b, aMean, bMean, matmul);
     }
 }

@@ -64,11 +64,36 @@ public class TapeReplayTests
         if (scores) Assert.Equal(finfo(ScalarType.Float32).min, perRow[0, 0, 6, 6].item<float>()); // a padded query's padded key
     }
 
+    [Theory]
+    [InlineData(true)]  // attention probabilities [1, heads, l, l], as P @ V gets them
+    [InlineData(false)] // keys transposed [1, heads, d, l], as Q @ Kᵀ gets them: a strided view, on the tape and in the pass
+    public void TheProductsMeansEqualEachRowAgainstItsTapeCopiedOut(bool probabilities)
+    {
+        var gen = new TorchSharp.torch.Generator(5);
+        Tensor Shaped(long rows, long l) => probabilities ? randn(new long[] { rows, 2, l, l }, generator: gen) : randn(new long[] { rows, 2, l, 3 }, generator: gen).transpose(2, 3);
+        var inputs = Lengths.Select(l => Shaped(1, l)).ToArray();
+        int g0 = 0;
+        var replay = Replay(l => inputs[g0++]);
+        var x = Shaped(6, Width);
+
+        var halfSum = replay.HalfSum(0, 0, x);
+        var copiedOut = (x + replay.Assemble(0, 0, x, null, perRow: true)) * 0.5;
+        Assert.Equal(copiedOut.shape, halfSum.shape);
+        Assert.True((halfSum == copiedOut).all().item<bool>(), "x/2 + x0/2 rounds as (x + x0)/2");
+        // A padded position has a reference of 0: its mean is x/2 there.
+        var padded = probabilities ? halfSum[2, .., 4, ..] : halfSum[2, .., .., 4]; // row 2: the second group, of length 3
+        var half = probabilities ? x[2, .., 4, ..] * 0.5 : x[2, .., .., 4] * 0.5;
+        Assert.True((padded == half).all().item<bool>());
+        Assert.False(x.requires_grad || halfSum.requires_grad);
+    }
+
     [Fact]
     public void ATapeOfAnotherLengthIsRefused()
     {
         var replay = Replay(l => randn(1, l + 1, 4)); // one token more than its group's length
         var error = Assert.Throws<InvalidOperationException>(() => replay.Assemble(0, 0, zeros(6, Width, 4), null, perRow: true));
+        Assert.Contains("does not fit", error.Message);
+        error = Assert.Throws<InvalidOperationException>(() => replay.HalfSum(0, 0, zeros(6, Width, 4)));
         Assert.Contains("does not fit", error.Message);
     }
 }
