@@ -45,15 +45,14 @@ public sealed class DeepLiftOps : TensorOps
     internal Act MulInputHalf(Act a, Act b) => ProductRule.Mul(a, b, referenceOutput: false);
 
     /// <summary>
-    /// The rule for <see cref="Apply"/> on x [B, …] against one reference row per length of a padded batch
-    /// (<paramref name="references"/> [G, …], row b against row <c>referenceRowOf[b]</c>): the input half only, or null
-    /// where no fused loop takes it (the caller then copies each row's reference out and calls <see cref="Apply"/>).
+    /// The rule for <see cref="Apply"/> on x [B, W, …] of a padded batch against each length's reference as its tape holds
+    /// it (<paramref name="references"/>: group j's [1, l_j, …]; row b against group <c>groupOfRow[b]</c>'s): the input half
+    /// only, or null where no fused loop takes it (the caller then copies each row's reference out and calls <see cref="Apply"/>).
     /// </summary>
-    /// <remarks><paramref name="references"/> is called only once the loop takes x.</remarks>
-    internal TorchSharp.torch.Tensor? ApplyGrouped(TorchSharp.torch.Tensor x, Func<TorchSharp.torch.Tensor> references, long[] referenceRowOf, Activation activation) =>
-        RescaleRule.GroupedActivation(x, references, referenceRowOf, activation, PromoteMultipliers);
+    internal TorchSharp.torch.Tensor? ApplyGrouped(TorchSharp.torch.Tensor x, IReadOnlyList<TorchSharp.torch.Tensor> references, long[] groupOfRow, Activation activation) =>
+        RescaleRule.GroupedActivation(x, references, groupOfRow, activation, PromoteMultipliers);
 
-    /// <summary><see cref="Softmax"/> the same way as <see cref="ApplyGrouped"/>; the exact rule only.</summary>
-    internal TorchSharp.torch.Tensor? SoftmaxGrouped(TorchSharp.torch.Tensor x, Func<TorchSharp.torch.Tensor> references, long[] referenceRowOf, long dim) =>
-        SoftmaxRule == SoftmaxRuleKind.Exact ? Rules.SoftmaxRule.GroupedExact(x, references, referenceRowOf, dim) : null;
+    /// <summary><see cref="Softmax"/> the same way as <see cref="ApplyGrouped"/>, on attention scores; the exact rule only.</summary>
+    internal TorchSharp.torch.Tensor? SoftmaxGrouped(TorchSharp.torch.Tensor x, IReadOnlyList<TorchSharp.torch.Tensor> references, long[] groupOfRow, long dim) =>
+        SoftmaxRule == SoftmaxRuleKind.Exact ? Rules.SoftmaxRule.GroupedExact(x, references, groupOfRow, dim) : null;
 }

@@ -120,8 +120,9 @@ public sealed class ReferenceTape : IDisposable
 /// each group of rows (texts of one length, contiguous), that group's recorded reference activation, one row wide.
 /// With one group the rule runs once on the whole batch against that row, broadcast (exactly what a pass carrying its
 /// reference computes). With several, the rule still runs once on the whole batch: the fused CPU loops (GELU's secant,
-/// the exact softmax) take the groups' rows [groups, …] and a row map, the products compute their means against each
-/// group's tape in place (<see cref="HalfSum"/>), and the other rules (LayerNorm, and the loops' fallbacks) take each
+/// the exact softmax) read each group's tape where it is, at its own length, with the group of each row (the padding's
+/// values past a tape's end: <see cref="Rules.CpuKernels.TrySecantGrouped"/>); the products compute their means against
+/// each group's tape in place (<see cref="HalfSum"/>); and the other rules (LayerNorm, and the loops' fallbacks) take each
 /// row's reference copied out to it [rows, …]. The reference half needs no gradient, so a copy is all that costs; a rule run per group
 /// cost its split and cat forward and backward and its launches once per group (`fleet bench job --repeats 6`, the
 /// 33-text job of 23 lengths, the same plan: 1.21–1.23× the fixed-length figure per token that way, 1.16–1.17× this way).
@@ -163,9 +164,9 @@ internal sealed class TapeReplayOps : TensorOps
     public int Steps => _step;
 
     public override Act Apply(Act a, Activation activation) =>
-        Run(new[] { a }, p => _inner.Apply(p[0], activation), grouped: (x, r) => _inner.ApplyGrouped(x, r, _groupOfRow, activation));
+        Run(new[] { a }, p => _inner.Apply(p[0], activation), grouped: (x, tapes) => _inner.ApplyGrouped(x, tapes, _groupOfRow, activation));
     public override Act Softmax(Act a, long dim) =>
-        Run(new[] { a }, p => _inner.Softmax(p[0], dim), softmaxDim: dim, grouped: (x, r) => _inner.SoftmaxGrouped(x, r, _groupOfRow, dim));
+        Run(new[] { a }, p => _inner.Softmax(p[0], dim), softmaxDim: dim, grouped: (x, tapes) => _inner.SoftmaxGrouped(x, tapes, _groupOfRow, dim));
     public override Act LayerNorm(Act a, Tensor weight, Tensor bias, double eps) => Run(new[] { a }, p => _inner.LayerNormInputHalf(p[0], weight, bias, eps));
     public override Act MatMul(Act a, Act b) => _tapes.Count == 1 ? Run(new[] { a, b }, p => _inner.MatMulInputHalf(p[0], p[1])) : Product(a, b, matmul: true);
     public override Act Mul(Act a, Act b) => _tapes.Count == 1 ? Run(new[] { a, b }, p => _inner.MulInputHalf(p[0], p[1])) : Product(a, b, matmul: false);
@@ -212,46 +213,48 @@ internal sealed class TapeReplayOps : TensorOps
     }
 
     /// <param name="grouped">
-    /// The rule's fused loop over the groups' rows with the row map, given x and the groups' rows (assembled only once
-    /// the loop takes x), or null: none, or it declines the layout.
+    /// The rule's fused loop, given x and each group's tape activation as recorded (its own length; the loop reads the
+    /// padding's values past it), or null: none, or it declines the layout.
     /// </param>
-    private Act Run(Act[] operands, Func<Act[], Act> rule, long? softmaxDim = null, Func<Tensor, Func<Tensor>, Tensor?>? grouped = null)
+    private Act Run(Act[] operands, Func<Act[], Act> rule, long? softmaxDim = null, Func<Tensor, IReadOnlyList<Tensor>, Tensor?>? grouped = null)
     {
         int step = _step++;
         using var scope = NewDisposeScope();
-        // One group: its row, broadcast over the batch. Several: a fused loop with the groups' rows and the row map, or
+        // One group: its row, broadcast over the batch. Several: a fused loop reading each group's tape where it is, or
         // else each row's reference copied out to it.
         var output = _tapes.Count == 1
-            ? rule(operands.Select((a, s) => new Act(a.X, Assemble(step, s, a.X, softmaxDim, perRow: false))).ToArray()).X
-            : grouped?.Invoke(operands[0].X, () => Assemble(step, 0, operands[0].X, softmaxDim, perRow: false))
-              ?? rule(operands.Select((a, s) => new Act(a.X, Assemble(step, s, a.X, softmaxDim, perRow: true))).ToArray()).X;
+            ? rule(operands.Select((a, s) => new Act(a.X, Assemble(step, s, a.X, softmaxDim))).ToArray()).X
+            : grouped?.Invoke(operands[0].X, _tapes.Select((t, g) => Checked(t.Input(step, 0), g, operands[0].X)).ToList())
+              ?? rule(operands.Select((a, s) => new Act(a.X, Assemble(step, s, a.X, softmaxDim))).ToArray()).X;
         scope.MoveToOuter(output);
         return new Act(output);
     }
 
     /// <summary>
     /// Every group's tape activation [1, …] for a step in one tensor, padded to the pass's activation
-    /// <paramref name="x"/> [n, …]: one row per group [groups, …], or copied out to each of the group's rows [rows, …].
+    /// <paramref name="x"/> [n, …]: one group's as one row [1, …] (broadcast over the batch), several copied out to each
+    /// of the group's rows [n, …].
     /// Every dimension (past the batch one) where a tape has its length and the pass has its width grows by zeros, and
     /// the softmax's own dimension, before a softmax, by finfo.min (over the zeros of the others). Any other difference
     /// of shape means the tape was recorded for something else, and is an error. One fill and one copy per group
     /// (padding each tape, joining them and copying them out took three); one tape that needs no padding is itself.
     /// </summary>
-    internal Tensor Assemble(int step, int operand, Tensor x, long? softmaxDim, bool perRow)
+    internal Tensor Assemble(int step, int operand, Tensor x, long? softmaxDim)
     {
+        bool perRow = _tapes.Count > 1;
         long rank = x.dim();
         long? masked = softmaxDim is long d ? (d < 0 ? d + rank : d) : null;
         var first = _tapes[0].Input(step, operand);
-        if (_tapes.Count == 1 && !perRow && first.dim() == rank && first.shape[0] == 1 && first.shape.AsSpan(1).SequenceEqual(x.shape.AsSpan(1)))
+        if (!perRow && first.dim() == rank && first.shape[0] == 1 && first.shape.AsSpan(1).SequenceEqual(x.shape.AsSpan(1)))
             return first;
         var shape = x.shape.ToArray();
-        shape[0] = perRow ? x.shape[0] : _tapes.Count;
+        shape[0] = perRow ? x.shape[0] : 1;
         var result = empty(shape, first.dtype, device: first.device);
         long start = 0;
         for (int g = 0; g < _tapes.Count; g++)
         {
             var tape = _tapes[g].Input(step, operand);
-            var rows = result.narrow(0, perRow ? start : g, perRow ? _rowsPerGroup[g] : 1);
+            var rows = perRow ? result.narrow(0, start, _rowsPerGroup[g]) : result;
             Region(rows, tape, g, masked, x, pad: true).copy_(tape); // [1, …] broadcast over the group's rows
             if (masked is long m && tape.shape[m] != x.shape[m]) rows.narrow(m, tape.shape[m], x.shape[m] - tape.shape[m]).fill_(finfo(tape.dtype).min);
             start += _rowsPerGroup[g];
@@ -268,18 +271,32 @@ internal sealed class TapeReplayOps : TensorOps
     /// </summary>
     private Tensor Region(Tensor rows, Tensor tape, int g, long? masked, Tensor x, bool pad = false)
     {
-        long rank = x.dim();
-        if (tape.dim() != rank || tape.shape[0] != 1) throw Mismatch(tape, x);
+        Checked(tape, g, x);
         var region = rows;
-        for (long dim = 1; dim < rank; dim++)
+        for (long dim = 1; dim < x.dim(); dim++)
         {
             long have = tape.shape[dim], want = x.shape[dim];
             if (have == want) continue;
-            if (have != _lengths[g] || want != _width) throw Mismatch(tape, x);
             if (pad && dim != masked) rows.narrow(dim, have, want - have).fill_(0);
             region = region.narrow(dim, 0, have);
         }
         return region;
+    }
+
+    /// <summary>
+    /// <paramref name="tape"/>, group <paramref name="g"/>'s activation [1, …], once it is known to fit the pass's
+    /// <paramref name="x"/>: x's shape, but the tape's length where the pass has its width.
+    /// </summary>
+    private Tensor Checked(Tensor tape, int g, Tensor x)
+    {
+        long rank = x.dim();
+        if (tape.dim() != rank || tape.shape[0] != 1) throw Mismatch(tape, x);
+        for (long dim = 1; dim < rank; dim++)
+        {
+            long have = tape.shape[dim], want = x.shape[dim];
+            if (have != want && (have != _lengths[g] || want != _width)) throw Mismatch(tape, x);
+        }
+        return tape;
     }
 
     private InvalidOperationException Mismatch(Tensor tape, Tensor x) => new(

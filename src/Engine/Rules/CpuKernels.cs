@@ -22,7 +22,7 @@ public static unsafe partial class CpuKernels
     internal static long Runs => _runs;
     [ThreadStatic] private static long _runs;
 
-    /// <summary>How many of those runs took one reference row per group with a row map (a padded batch of several lengths).</summary>
+    /// <summary>How many of those runs took each group's reference at its own length (a padded batch of several lengths).</summary>
     internal static long MappedRuns => _mappedRuns;
     [ThreadStatic] private static long _mappedRuns;
 
@@ -35,70 +35,125 @@ public static unsafe partial class CpuKernels
     /// x's shape or one row shared along the leading dimension. Replaces eight passes (two casts, two differences,
     /// the zero test and its reduction, the division, two casts back) by one.
     /// </summary>
-    /// <remarks>
-    /// With <paramref name="referenceRowOf"/> (one entry per row of x's leading dimension), x0 and g0 hold one row per
-    /// reference instead, and row b of x is taken against row <c>referenceRowOf[b]</c>: a padded batch of several lengths
-    /// against each length's own reference, without copying a reference row out to every text.
-    /// </remarks>
-    internal static bool TrySecant(Tensor x, Tensor x0, Tensor g, Tensor g0, out Tensor y, out Tensor m, out long equal, long[]? referenceRowOf = null)
+    internal static bool TrySecant(Tensor x, Tensor x0, Tensor g, Tensor g0, out Tensor y, out Tensor m, out long equal)
     {
         y = m = null!;
         equal = 0;
-        if (!Enabled || x.device_type != TorchSharp.DeviceType.CPU || x.dtype != ScalarType.Float32 || x0.dtype != ScalarType.Float32
-            || g.dtype != ScalarType.Float64 || g0.dtype != ScalarType.Float64
-            || !x.is_contiguous() || !x0.is_contiguous() || !g.is_contiguous() || !g0.is_contiguous()
-            || !g.shape.SequenceEqual(x.shape) || !g0.shape.SequenceEqual(x0.shape) || !ReferenceRowsFit(x.shape, x0.shape, referenceRowOf))
+        if (!SecantTakes(x, g) || x0.dtype != ScalarType.Float32 || g0.dtype != ScalarType.Float64 || !x0.is_contiguous() || !g0.is_contiguous()
+            || !g0.shape.SequenceEqual(x0.shape) || !ReferenceRowsFit(x.shape, x0.shape))
             return false;
+        long rows = x.shape[0], row = rows == 0 ? 1 : x.numel() / rows;
+        nint px0 = Address(x0), pg0 = Address(g0);
+        var x0Row = new nint[rows];
+        var g0Row = new nint[rows];
+        var prefix = new long[rows];
+        for (long b = 0; b < rows; b++)
+        {
+            long at = x0.shape[0] == 1 ? 0 : b * row;
+            (x0Row[b], g0Row[b], prefix[b]) = (px0 + (nint)(at * sizeof(float)), pg0 + (nint)(at * sizeof(double)), row);
+        }
+        Secant(x, g, x0Row, g0Row, prefix, 0, out y, out m, out equal);
+        return true;
+    }
+
+    /// <summary>
+    /// <see cref="TrySecant"/> for a padded batch of several lengths, against each length's reference as its tape holds
+    /// it: group j's x0 and g0 are [1, l_j, …] (x's shape past its first two dimensions, l_j ≤ x's second), row b of x is
+    /// taken against group <paramref name="groupOfRow"/>[b]'s, and past l_j positions against the padding's reference:
+    /// x0 = 0 and g0 = <paramref name="g0Padding"/> (g(0)). With the positions outermost after the batch, a row's first
+    /// l_j · (the rest) elements are its tape's, so nothing is copied or padded: the same arithmetic, on the same numbers,
+    /// as against each row's reference padded and copied out to it.
+    /// </summary>
+    internal static bool TrySecantGrouped(Tensor x, Tensor g, IReadOnlyList<Tensor> x0, IReadOnlyList<Tensor> g0, double g0Padding, long[] groupOfRow,
+        out Tensor y, out Tensor m, out long equal)
+    {
+        y = m = null!;
+        equal = 0;
+        if (!SecantTakes(x, g) || x.dim() < 2 || x0.Count != g0.Count || groupOfRow.Length != x.shape[0] || groupOfRow.Any(j => j < 0 || j >= x0.Count))
+            return false;
+        for (int j = 0; j < x0.Count; j++)
+            if (x0[j].dtype != ScalarType.Float32 || g0[j].dtype != ScalarType.Float64 || !x0[j].is_contiguous() || !g0[j].is_contiguous()
+                || !g0[j].shape.SequenceEqual(x0[j].shape) || !PrefixFits(x.shape, x0[j].shape))
+                return false;
+        long rows = x.shape[0];
+        var x0Row = new nint[rows];
+        var g0Row = new nint[rows];
+        var prefix = new long[rows];
+        for (long b = 0; b < rows; b++)
+        {
+            var j = groupOfRow[b];
+            (x0Row[b], g0Row[b], prefix[b]) = (Address(x0[(int)j]), Address(g0[(int)j]), x0[(int)j].numel());
+        }
+        Secant(x, g, x0Row, g0Row, prefix, g0Padding, out y, out m, out equal);
+        _mappedRuns++;
+        return true;
+    }
+
+    private static bool SecantTakes(Tensor x, Tensor g) =>
+        Enabled && x.device_type == TorchSharp.DeviceType.CPU && x.dtype == ScalarType.Float32 && g.dtype == ScalarType.Float64
+        && x.is_contiguous() && g.is_contiguous() && g.shape.SequenceEqual(x.shape);
+
+    /// <summary>
+    /// The secant loop, row b of x against the reference at <paramref name="x0Row"/>[b], <paramref name="g0Row"/>[b] for its
+    /// first <paramref name="prefix"/>[b] elements, and against x0 = 0, g0 = <paramref name="g0Padding"/> past them.
+    /// </summary>
+    private static void Secant(Tensor x, Tensor g, nint[] x0Row, nint[] g0Row, long[] prefix, double g0Padding, out Tensor y, out Tensor m, out long equal)
+    {
         long n = x.numel(), row = x.shape[0] == 0 ? 1 : n / x.shape[0];
-        long[] rowOf = ReferenceRows(x.shape[0], x0.shape[0], referenceRowOf);
         y = empty_like(x);
         m = empty_like(x);
-        nint px = Address(x), px0 = Address(x0), pg = Address(g), pg0 = Address(g0);
-        nint py = Address(y), pm = Address(m);
+        nint px = Address(x), pg = Address(g), py = Address(y), pm = Address(m);
         long count = 0;
         Parallel.For(0, (n + Chunk - 1) / Chunk, c =>
         {
             long start = c * Chunk, end = Math.Min(n, start + Chunk), local = 0;
-            float* xs = (float*)px, x0s = (float*)px0, ys = (float*)py, ms = (float*)pm;
-            double* gs = (double*)pg, g0s = (double*)pg0;
-            // Walk [start, end) in runs that stay within one row, so the inner loop has no division.
+            float* xs = (float*)px, ys = (float*)py, ms = (float*)pm;
+            double* gs = (double*)pg;
+            // Walk [start, end) in runs that stay within one row and one side of its reference's end, so the inner
+            // loops have no division and no test.
             for (long i = start; i < end;)
             {
-                long within = i % row, run = Math.Min(end - i, row - within), j0 = rowOf[i / row] * row + within;
-                float* xr = xs + i, x0r = x0s + j0, yr = ys + i, mr = ms + i;
-                double* gr = gs + i, g0r = g0s + j0;
-                for (long k = 0; k < run; k++)
+                long b = i / row, within = i % row, run = Math.Min(end - i, row - within);
+                float* xr = xs + i, yr = ys + i, mr = ms + i;
+                double* gr = gs + i;
+                if (within < prefix[b])
                 {
-                    double d = (double)xr[k] - x0r[k];
-                    double gi = gr[k];
-                    yr[k] = (float)gi;
-                    if (d != 0) mr[k] = (float)((gi - g0r[k]) / d);
-                    else { mr[k] = float.NaN; local++; }
+                    run = Math.Min(run, prefix[b] - within);
+                    float* x0r = (float*)x0Row[b] + within;
+                    double* g0r = (double*)g0Row[b] + within;
+                    for (long k = 0; k < run; k++)
+                    {
+                        double d = (double)xr[k] - x0r[k];
+                        double gi = gr[k];
+                        yr[k] = (float)gi;
+                        if (d != 0) mr[k] = (float)((gi - g0r[k]) / d);
+                        else { mr[k] = float.NaN; local++; }
+                    }
                 }
+                else
+                    for (long k = 0; k < run; k++)
+                    {
+                        double d = (double)xr[k] - 0f;
+                        double gi = gr[k];
+                        yr[k] = (float)gi;
+                        if (d != 0) mr[k] = (float)((gi - g0Padding) / d);
+                        else { mr[k] = float.NaN; local++; }
+                    }
                 i += run;
             }
             if (local > 0) Interlocked.Add(ref count, local);
         });
         equal = count;
         _runs++;
-        if (referenceRowOf is not null) _mappedRuns++;
-        return true;
     }
 
-    /// <summary>
-    /// x0's shape is x's past the leading dimension, and its leading dimension is x's (a reference row per row), 1 (one
-    /// shared by the batch), or, with <paramref name="referenceRowOf"/>, any count that every entry of the map indexes.
-    /// </summary>
-    private static bool ReferenceRowsFit(long[] x, long[] x0, long[]? referenceRowOf)
-    {
-        if (x.Length != x0.Length || x.Length == 0 || !x.AsSpan(1).SequenceEqual(x0.AsSpan(1))) return false;
-        if (referenceRowOf is null) return x0[0] == x[0] || x0[0] == 1;
-        return referenceRowOf.Length == x[0] && referenceRowOf.All(r => r >= 0 && r < x0[0]);
-    }
+    /// <summary>x0's shape is x's past the leading dimension, and its leading dimension is x's (a reference row per row) or 1 (one shared by the batch).</summary>
+    private static bool ReferenceRowsFit(long[] x, long[] x0) =>
+        x.Length == x0.Length && x.Length > 0 && x.AsSpan(1).SequenceEqual(x0.AsSpan(1)) && (x0[0] == x[0] || x0[0] == 1);
 
-    /// <summary>The reference row of each of x's leading rows: the map when given, else its own row or the shared one.</summary>
-    private static long[] ReferenceRows(long rows, long referenceRows, long[]? referenceRowOf) =>
-        referenceRowOf ?? (referenceRows == 1 ? new long[rows] : Enumerable.Range(0, (int)rows).Select(i => (long)i).ToArray());
+    /// <summary>A reference [1, l, …] whose rows are a prefix of x's [B, W, …] rows: l ≤ W and the same shape past them.</summary>
+    private static bool PrefixFits(long[] x, long[] x0) =>
+        x.Length == x0.Length && x.Length >= 2 && x0[0] == 1 && x0[1] <= x[1] && x.AsSpan(2).SequenceEqual(x0.AsSpan(2));
 
     private static nint Address(Tensor t) =>
         (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));

@@ -67,30 +67,34 @@ public static class RescaleRule
     {
         Tensor gx0;
         using (no_grad()) gx0 = g(a.Ref.to_type(ScalarType.Float64));
-        var y = FusedSecant(a.X, a.Ref, gx0, null, g, derivative);
+        var x0 = a.Ref;
+        var y = FusedSecant(a.X, g, derivative, (x, gx) => (CpuKernels.TrySecant(x, x0, gx, gx0, out var v, out var m, out long equal), v, m, equal),
+            () => x0.shape[0] == a.X.shape[0] ? x0 : x0.expand(a.X.shape));
         if (y is null) return new Act(a.X);
         using (no_grad()) return new Act(y, gx0.to_type(ScalarType.Float32));
     }
 
     /// <summary>
-    /// The fused rescale on x (with its gradient) against references x0 with their float64 values gx0: x0 of x's shape,
-    /// one shared row, or one row per reference with <paramref name="referenceRowOf"/> (see <see cref="CpuKernels.TrySecant"/>).
-    /// The input half's value with its multipliers attached, or null where the kernel does not take the layout.
+    /// The fused rescale on x (with its gradient): g(x) in float64 by torch, then <paramref name="loop"/> (the kernel against
+    /// the references) for the value and the multipliers; the derivative where x == x0, against each row's reference
+    /// <paramref name="referencePerRow"/> (built only then). The input half's value with its multipliers attached, or null
+    /// where the kernel does not take the layout.
     /// </summary>
-    private static Tensor? FusedSecant(Tensor input, Tensor x0, Tensor gx0, long[]? referenceRowOf, Func<Tensor, Tensor> g, Func<Tensor, Tensor> derivative)
+    private static Tensor? FusedSecant(Tensor input, Func<Tensor, Tensor> g, Func<Tensor, Tensor> derivative,
+        Func<Tensor, Tensor, (bool Taken, Tensor Y, Tensor M, long Equal)> loop, Func<Tensor> referencePerRow)
     {
         Tensor y, m;
         using (no_grad())
         {
             var x = input.detach();
             var gx = g(x.to_type(ScalarType.Float64));
-            if (!CpuKernels.TrySecant(x, x0, gx, gx0, out y, out m, out long equal, referenceRowOf)) return null;
+            (bool taken, y, m, long equal) = loop(x, gx);
+            if (!taken) return null;
             if (equal > 0)
             {
                 // The derivative at the few entries where x == x0 only (a float32 collision: 1 in 3 million GELU inputs
                 // of a bert-base layer now and then); over the whole tensor it cost 70 ms, ten times the rest of the rule.
-                var perRow = referenceRowOf is null ? x0 : x0.index_select(0, tensor(referenceRowOf, device: x0.device));
-                var same = (x == perRow).reshape(-1).nonzero().squeeze(1);
+                var same = (x == referencePerRow()).reshape(-1).nonzero().squeeze(1);
                 var at = x.reshape(-1).index_select(0, same).to_type(ScalarType.Float64);
                 m.reshape(-1).index_copy_(0, same, derivative(at).to_type(ScalarType.Float32));
             }
@@ -99,23 +103,42 @@ public static class RescaleRule
     }
 
     /// <summary>
-    /// The rescale rule for a padded batch of several lengths: x [B, …] against one reference row per length
-    /// (<paramref name="references"/> [G, …]; row b against row <c>referenceRowOf[b]</c>), in one fused loop, with g(x0)
-    /// computed once per reference row rather than once per text. Only the input half comes back (its value, carrying the
-    /// multipliers): the caller replays the reference half from a tape. Null where the fused loop does not apply (then the
-    /// caller runs <see cref="Activation"/> with the reference copied out to every row).
+    /// The rescale rule for a padded batch of several lengths: x [B, W, …] against each length's reference as its tape
+    /// holds it (<paramref name="references"/>: group j's [1, l_j, …]; row b against group <c>groupOfRow[b]</c>'s, and
+    /// 0 past l_j, the padding's reference), in one fused loop (<see cref="CpuKernels.TrySecantGrouped"/>), with g(x0)
+    /// computed once per length on its own positions rather than once per text. Only the input half comes back (its
+    /// value, carrying the multipliers): the caller replays the reference half from a tape. Null where the fused loop
+    /// does not apply (then the caller runs <see cref="Activation"/> with the reference copied out to every row).
     /// </summary>
-    internal static Tensor? GroupedActivation(Tensor x, Func<Tensor> references, long[] referenceRowOf, Activation kind, bool promote)
+    internal static Tensor? GroupedActivation(Tensor x, IReadOnlyList<Tensor> references, long[] groupOfRow, Activation kind, bool promote)
     {
         if (!promote || x.dtype != ScalarType.Float32 || x.device.type != TorchSharp.DeviceType.CPU || !CpuKernels.Enabled) return null;
         var (g, derivative) = Functions(kind);
         using var scope = NewDisposeScope();
-        var x0 = references();
-        Tensor gx0;
-        using (no_grad()) gx0 = g(x0.to_type(ScalarType.Float64));
-        var y = FusedSecant(x, x0, gx0, referenceRowOf, g, derivative);
+        List<Tensor> gx0;
+        double padding;
+        using (no_grad())
+        {
+            gx0 = references.Select(r => g(r.to_type(ScalarType.Float64))).ToList();
+            padding = g(zeros(1, ScalarType.Float64)).item<double>(); // g(0): what g gives a padded reference of 0
+        }
+        var y = FusedSecant(x, g, derivative,
+            (xd, gx) => (CpuKernels.TrySecantGrouped(xd, gx, references, gx0, padding, groupOfRow, out var v, out var m, out long equal), v, m, equal),
+            () => PaddedPerRow(x, references, groupOfRow));
         if (y is not null) scope.MoveToOuter(y);
         return y;
+    }
+
+    /// <summary>Each row's reference [B, W, …]: its group's [1, l, …] in its first l positions, 0 past them.</summary>
+    private static Tensor PaddedPerRow(Tensor x, IReadOnlyList<Tensor> references, long[] groupOfRow)
+    {
+        var perRow = zeros_like(x);
+        for (long b = 0; b < groupOfRow.Length; b++)
+        {
+            var r = references[(int)groupOfRow[b]];
+            perRow.narrow(0, b, 1).narrow(1, 0, r.shape[1]).copy_(r);
+        }
+        return perRow;
     }
 
     /// <summary>An activation by kind, each with its exact derivative for the fallback.</summary>

@@ -25,38 +25,93 @@ public static unsafe partial class CpuKernels
     /// conserving the same way: each step's multiplier times its input's difference is its output's difference, to rounding.
     /// Returns false (the caller composes torch ops) for other dtypes, devices, layouts or CPUs.
     /// </summary>
-    /// <remarks><paramref name="referenceRowOf"/>: as for <see cref="TrySecant"/>, x0 one row per reference, row b of x against row map[b].</remarks>
-    internal static bool TrySoftmaxExact(Tensor x, Tensor x0, out Tensor y, out Tensor mExp, out Tensor mLog, out Tensor mOut, long[]? referenceRowOf = null)
+    internal static bool TrySoftmaxExact(Tensor x, Tensor x0, out Tensor y, out Tensor mExp, out Tensor mLog, out Tensor mOut)
     {
         y = mExp = mLog = mOut = null!;
-        if (!SoftmaxLoopTakes(x) || x0.dtype != ScalarType.Float32 || !x0.is_contiguous() || !ReferenceRowsFit(x.shape, x0.shape, referenceRowOf))
+        if (!SoftmaxLoopTakes(x) || x0.dtype != ScalarType.Float32 || !x0.is_contiguous() || !ReferenceRowsFit(x.shape, x0.shape))
             return false;
-        long n = x.shape[^1], rows = x.numel() / n;
+        long n = x.shape[^1], rows = x.numel() / Math.Max(1, n);
         if (n == 0 || rows == 0) return false;
         long rowsPerLeading = rows / x.shape[0];
-        long[] rowOf = ReferenceRows(x.shape[0], x0.shape[0], referenceRowOf);
-        y = empty_like(x);
-        mExp = empty_like(x);
-        mOut = empty_like(x);
+        nint px0 = Address(x0);
+        bool shared = x0.shape[0] == 1;
+        Softmax(x, (i, _) => (nint)((float*)px0 + ((shared ? 0 : i / rowsPerLeading * rowsPerLeading) + i % rowsPerLeading) * n), out y, out mExp, out mLog, out mOut);
+        return true;
+    }
+
+    /// <summary>
+    /// <see cref="TrySoftmaxExact"/> on attention scores [B, heads, W, W] of a padded batch of several lengths, against
+    /// each length's reference scores as its tape holds them: group j's are [1, heads, l_j, l_j], and row b of x is taken
+    /// against group <paramref name="groupOfRow"/>[b]'s. A query row q &lt; l_j reads its tape's row and, past l_j keys,
+    /// finfo.min (masked keys); a padded query q ≥ l_j reads zeros, then finfo.min: each reference row exactly as padding the
+    /// tape and copying it out to every row gives it (<see cref="Attribution.TapeReplayOps.Assemble"/>), built one row at a
+    /// time where the loop reads it, instead of the whole tensor.
+    /// </summary>
+    internal static bool TrySoftmaxExactGrouped(Tensor x, IReadOnlyList<Tensor> x0, long[] groupOfRow, out Tensor y, out Tensor mExp, out Tensor mLog, out Tensor mOut)
+    {
+        y = mExp = mLog = mOut = null!;
+        if (!SoftmaxLoopTakes(x) || x.dim() != 4 || x.shape[2] != x.shape[3] || groupOfRow.Length != x.shape[0] || groupOfRow.Any(j => j < 0 || j >= x0.Count))
+            return false;
+        long heads = x.shape[1], width = x.shape[3];
+        if (width == 0 || x.numel() == 0) return false;
+        var lengths = new long[x0.Count];
+        var at = new nint[x0.Count];
+        for (int j = 0; j < x0.Count; j++)
+        {
+            var r = x0[j];
+            if (r.dtype != ScalarType.Float32 || !r.is_contiguous() || r.dim() != 4 || r.shape[0] != 1 || r.shape[1] != heads
+                || r.shape[2] != r.shape[3] || r.shape[3] > width)
+                return false;
+            (lengths[j], at[j]) = (r.shape[3], Address(r));
+        }
+        Softmax(x, (i, scratch) =>
+        {
+            long b = i / (heads * width), within = i % (heads * width), h = within / width, q = within % width;
+            long j = groupOfRow[b], l = lengths[j];
+            float* tape = (float*)at[j];
+            if (l == width) return (nint)(tape + (h * width + q) * width);
+            var row = new Span<float>((float*)scratch, (int)width);
+            if (q < l) new ReadOnlySpan<float>(tape + (h * l + q) * l, (int)l).CopyTo(row);
+            else row[..(int)l].Clear();
+            row[(int)l..].Fill(float.MinValue); // finfo(float32).min
+            return scratch;
+        }, out y, out mExp, out mLog, out mOut);
+        _mappedRuns++;
+        return true;
+    }
+
+    /// <summary>
+    /// The loop over x's rows (the last dimension): row i against the reference row <paramref name="referenceRow"/> gives,
+    /// which may build it in the row-sized scratch it is handed.
+    /// </summary>
+    private static void Softmax(Tensor x, Func<long, nint, nint> referenceRow, out Tensor y, out Tensor mExp, out Tensor mLog, out Tensor mOut)
+    {
+        long n = x.shape[^1], rows = x.numel() / n;
+        var yt = empty_like(x);
+        var et = empty_like(x);
+        var ot = empty_like(x);
         var rowShape = x.shape.ToArray();
         rowShape[^1] = 1;
-        mLog = empty(rowShape, ScalarType.Float32);
-        nint px = Address(x), px0 = Address(x0), py = Address(y), pe = Address(mExp), po = Address(mOut), pl = Address(mLog);
+        var lt = empty(rowShape, ScalarType.Float32);
+        nint px = Address(x), py = Address(yt), pe = Address(et), po = Address(ot), pl = Address(lt);
         const long rowsPerChunk = 64;
-        Action<long> body = chunk =>
-        {
-            long end = Math.Min(rows, (chunk + 1) * rowsPerChunk);
-            for (long i = chunk * rowsPerChunk; i < end; i++)
-            {
-                long at = i * n, at0 = (rowOf[i / rowsPerLeading] * rowsPerLeading + i % rowsPerLeading) * n;
-                ((float*)pl)[i] = Row((float*)px + at, (float*)px0 + at0, (float*)py + at, (float*)pe + at, (float*)po + at, (int)n);
-            }
-        };
         long chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
-        Parallel.For(0, chunks, c => body(c));
+        Parallel.For(0, chunks, chunk =>
+        {
+            var scratch = new float[n];
+            fixed (float* s = scratch)
+            {
+                long end = Math.Min(rows, (chunk + 1) * rowsPerChunk);
+                for (long i = chunk * rowsPerChunk; i < end; i++)
+                {
+                    long row = i * n;
+                    var x0 = (float*)referenceRow(i, (nint)s);
+                    ((float*)pl)[i] = Row((float*)px + row, x0, (float*)py + row, (float*)pe + row, (float*)po + row, (int)n);
+                }
+            }
+        });
+        (y, mExp, mLog, mOut) = (yt, et, lt, ot);
         _runs++;
-        if (referenceRowOf is not null) _mappedRuns++;
-        return true;
     }
 
     /// <summary>Whether <see cref="TrySoftmaxExact"/> takes x (given a reference of its layout): float32, contiguous, on a CPU with AVX-512.</summary>

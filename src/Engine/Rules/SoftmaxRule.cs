@@ -65,18 +65,19 @@ public static class SoftmaxRule
     }
 
     /// <summary>
-    /// <see cref="Exact"/> for a padded batch of several lengths: x [B, …] against one reference row per length
-    /// (<paramref name="references"/> [G, …], row b against row <c>referenceRowOf[b]</c>), in the fused loop, without
-    /// copying a reference row out to every text. Only the input half comes back (its value, carrying the multipliers):
-    /// the caller replays the reference half from a tape. Null where the fused loop does not apply.
+    /// <see cref="Exact"/> for the attention scores of a padded batch of several lengths: x [B, heads, W, W] against each
+    /// length's reference scores as its tape holds them (<paramref name="references"/>: group j's [1, heads, l_j, l_j]; row
+    /// b against group <c>groupOfRow[b]</c>'s, padded as <see cref="CpuKernels.TrySoftmaxExactGrouped"/> says), in the fused
+    /// loop, without copying a reference out to every text. Only the input half comes back (its value, carrying the
+    /// multipliers): the caller replays the reference half from a tape. Null where the fused loop does not apply.
     /// </summary>
-    internal static Tensor? GroupedExact(Tensor x, Func<Tensor> references, long[] referenceRowOf, long dim)
+    internal static Tensor? GroupedExact(Tensor x, IReadOnlyList<Tensor> references, long[] groupOfRow, long dim)
     {
         if ((dim != -1 && dim != x.dim() - 1) || !CpuKernels.SoftmaxLoopTakes(x)) return null;
         using var scope = NewDisposeScope();
         Tensor y, mExp, mLog, mOut;
         using (no_grad())
-            if (!CpuKernels.TrySoftmaxExact(x.detach(), references(), out y, out mExp, out mLog, out mOut, referenceRowOf)) return null;
+            if (!CpuKernels.TrySoftmaxExactGrouped(x.detach(), references, groupOfRow, out y, out mExp, out mLog, out mOut)) return null;
         var result = RuleGradients.WithSoftmaxMultipliers(y, x, mExp, mLog, mOut);
         scope.MoveToOuter(result);
         return result;

@@ -124,59 +124,94 @@ public class CpuKernelTests
         Assert.True(Math.Abs(sum - delta) <= 1e-5 * size, $"Σ m·Δx = {sum:E6} against Δf = {delta:E6}");
     }
 
+    /// <summary>Each row's reference: its group's [1, l, …] padded to the width (zeros; finfo.min along a softmax's keys).</summary>
+    private static Tensor PaddedPerRow(IReadOnlyList<Tensor> tapes, long[] groupOfRow, long[] shape, bool keysMasked)
+    {
+        var perRow = zeros(shape);
+        for (int b = 0; b < groupOfRow.Length; b++)
+        {
+            var tape = tapes[(int)groupOfRow[b]];
+            long l = tape.shape[keysMasked ? 3 : 1];
+            var row = perRow[b].unsqueeze(0);
+            if (keysMasked)
+            {
+                row.narrow(3, l, shape[3] - l).fill_(finfo(ScalarType.Float32).min); // masked keys, over the padded queries' zeros
+                row.narrow(2, 0, l).narrow(3, 0, l).copy_(tape);
+            }
+            else row.narrow(1, 0, l).copy_(tape);
+        }
+        return perRow;
+    }
+
     /// <summary>
-    /// A padded batch of several lengths gives the fused loops one reference row per length and a row map (rows 0–2
-    /// against reference 1, rows 3–4 against 0, rows 5–7 against 2). The loops then compute, bit for bit, what they compute
-    /// with each row's reference copied out to it: the same arithmetic on the same numbers. A map that a row reads wrong
-    /// (off by one group) fails. The copied-out rows go through the torch composition too, which reads no map.
+    /// A padded batch of several lengths gives the fused loops each length's reference as its tape holds it, at its own
+    /// length, and the group of each row (rows 0–2 against group 1, rows 3–4 against 0, rows 5–7 against 2; lengths 6, 4, 5
+    /// of width 6 for GELU, 9, 6, 7 of 9 for the softmax). The loops read the padding's values past each length (GELU: 0;
+    /// scores: 0 on padded queries, finfo.min on masked keys) and compute, bit for bit, what they compute with each row's
+    /// reference padded and copied out to it. A map that a row reads wrong (off by one group) fails. The copied-out rows
+    /// go through the torch composition too, which reads no map.
     /// </summary>
     [Fact]
-    public void FusedLoopsWithARowMapEqualTheReferenceCopiedOutToEveryRow()
+    public void FusedLoopsOnEachGroupsTapeEqualTheReferencePaddedAndCopiedOutToEveryRow()
     {
-        var map = new long[] { 1, 1, 1, 0, 0, 2, 2, 2 };
-        var index = tensor(map);
+        var groupOfRow = new long[] { 1, 1, 1, 0, 0, 2, 2, 2 };
         var (x64, r64) = RuleConservationTests.Inputs(seed: 5, shape: new long[] { 8, 6, 40 });
         var x = x64.to_type(ScalarType.Float32);
-        var refs = r64[..3].to_type(ScalarType.Float32).contiguous();
-        x[4] = refs[0].clone(); // a row equal to its reference everywhere: the derivative fallback through the map
+        var lengths = new long[] { 6, 4, 5 };
+        var tapes = lengths.Select((l, j) => r64[j].unsqueeze(0).narrow(1, 0, l).to_type(ScalarType.Float32).contiguous()).ToList();
+        var copied = PaddedPerRow(tapes, groupOfRow, x.shape, keysMasked: false);
+        x[4] = copied[4].clone(); // a row equal to its reference everywhere: the derivative fallback through the groups
+        x[6] = copied[6].clone(); // and one of a padded group, equal to 0 past its length too
 
         // GELU: the grouped rule against the plain rule on the copied-out reference (itself the fused loop, bit-identical
         // to the composition: GeluSecantKernelIsBitIdenticalToTheComposition).
         using (enable_grad())
         {
-            long runs = CpuKernels.Runs;
+            long runs = CpuKernels.Runs, mapped = CpuKernels.MappedRuns;
             var xg = x.detach().clone().requires_grad_(true);
-            var grouped = RescaleRule.GroupedActivation(xg, () => refs, map, Activation.GeluErf, promote: true);
+            var grouped = RescaleRule.GroupedActivation(xg, tapes, groupOfRow, Activation.GeluErf, promote: true);
             Assert.NotNull(grouped);
-            Assert.Equal(runs + 1, CpuKernels.Runs);
+            Assert.Equal((runs + 1, mapped + 1), (CpuKernels.Runs, CpuKernels.MappedRuns));
             grouped!.sum().backward();
-            var plain = Run(x, refs.index_select(0, index), kernels: false); // the torch composition
+            var plain = Run(x, copied, kernels: false); // the torch composition
             Assert.True(Same(grouped.detach(), plain.Y), "GELU values");
             Assert.True(Same(xg.grad!, plain.Grad), $"GELU multipliers: max |Δ| {(xg.grad! - plain.Grad).abs().max().item<float>():E2}");
-            var wrong = Run(x, refs.index_select(0, tensor(new long[] { 1, 1, 1, 0, 2, 2, 2, 2 })), kernels: false);
+            var wrong = Run(x, PaddedPerRow(tapes, new long[] { 1, 1, 1, 0, 2, 2, 2, 2 }, x.shape, keysMasked: false), kernels: false);
             Assert.False(Same(xg.grad!, wrong.Grad), "a row read against another group's reference changes its multipliers");
+            Assert.Null(RescaleRule.GroupedActivation(xg, tapes.Select(t => t.transpose(1, 2).contiguous()).ToList(), groupOfRow, Activation.GeluErf, promote: true));
         }
 
         if (!System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated) return; // the softmax loop needs AVX-512
-        var (sx, sr) = Scores(sharedReference: false, length: 37);
-        var scores = cat(new[] { sx, sx.flip(0) }, 0);            // 8 rows
-        var scoreRefs = sr[..3].contiguous();
-        var weights = randn(scores.shape, generator: new TorchSharp.torch.Generator(3));
+        const long width = 9;
+        var gen = new TorchSharp.torch.Generator(13);
+        var scoreLengths = new long[] { 9, 6, 7 };
+        var scoreTapes = scoreLengths.Select(l => (randn(new long[] { 1, 2, l, l }, generator: gen) * 3).contiguous()).ToList();
+        var scores = randn(new long[] { 8, 2, width, width }, generator: gen) * 3;
+        for (int b = 0; b < 8; b++) // each text's keys past its length masked, as the pass masks them
+        {
+            long l = scoreLengths[groupOfRow[b]];
+            scores[b].narrow(2, l, width - l).fill_(finfo(ScalarType.Float32).min);
+        }
+        var scoreCopied = PaddedPerRow(scoreTapes, groupOfRow, scores.shape, keysMasked: true);
+        scores[0, 1, 2].copy_(scoreCopied[0, 1, 2]); // a row equal to its reference: the exp rules' Δ = 0 fallback
+        var weights = randn(scores.shape, generator: gen);
         using (enable_grad())
         {
             var xg = scores.detach().clone().requires_grad_(true);
-            var grouped = SoftmaxRule.GroupedExact(xg, () => scoreRefs, map, -1);
+            var grouped = SoftmaxRule.GroupedExact(xg, scoreTapes, groupOfRow, -1);
             Assert.NotNull(grouped);
             (grouped! * weights).sum().backward();
-            var copied = scoreRefs.index_select(0, index);
-            var plain = Softmax(scores, copied, weights, kernels: true);
+            var plain = Softmax(scores, scoreCopied, weights, kernels: true);
             Assert.True(Same(grouped.detach(), plain.Y), "softmax values");
             Assert.True(Same(xg.grad!, plain.Grad), $"softmax multipliers: max |Δ| {(xg.grad! - plain.Grad).abs().max().item<float>():E2}");
+            Assert.False(xg.grad!.isnan().any().item<bool>());
             // and both the composition's, to float32 rounding (the kernel's own exp)
-            var composed = Softmax(scores, copied, weights, kernels: false);
+            var composed = Softmax(scores, scoreCopied, weights, kernels: false);
             double valueGap = (grouped.detach() - composed.Y).abs().max().item<float>();
             double gradGap = (xg.grad! - composed.Grad).abs().max().item<float>(), scale = composed.Grad.abs().max().item<float>();
             Assert.True(valueGap <= 1e-6 && gradGap <= 1e-5 * scale, $"softmax against the composition: values {valueGap:E2}, multipliers {gradGap:E2} (largest {scale:E2})");
+            var wrong = Softmax(scores, PaddedPerRow(scoreTapes, new long[] { 1, 1, 1, 0, 2, 2, 2, 2 }, scores.shape, keysMasked: true), weights, kernels: true);
+            Assert.False(Same(xg.grad!, wrong.Grad), "a row read against another group's reference changes its multipliers");
         }
     }
 

@@ -56,12 +56,19 @@ public class TapeReplayTests
 
         var expected = cat(inputs.Select((t, g) => PaddedAlone(t, Lengths[g], softmaxDim)).ToArray(), 0);
         var groupOfRow = tensor(new long[] { 0, 0, 1, 2, 2, 2 });
-        var compact = replay.Assemble(0, 0, x, scores ? -1 : null, perRow: false);
-        var perRow = replay.Assemble(0, 0, x, scores ? -1 : null, perRow: true);
-        Assert.Equal(expected.shape, compact.shape);
-        Assert.True((compact == expected).all().item<bool>(), "one row per group");
+        var perRow = replay.Assemble(0, 0, x, scores ? -1 : null);
         Assert.True((perRow == expected.index_select(0, groupOfRow)).all().item<bool>(), "copied out to every row");
         if (scores) Assert.Equal(finfo(ScalarType.Float32).min, perRow[0, 0, 6, 6].item<float>()); // a padded query's padded key
+
+        // One group: its tape as one row, padded the same way, broadcast over the batch; the tape itself where it needs none.
+        var single = new TapeReplayOps(new DeepLiftOps(), new[] { new ReferenceTape(new List<Tensor[]> { new[] { inputs[0] } }, zeros(1, 2)) },
+            new long[] { 6 }, new[] { Lengths[0] }, Width);
+        var row = single.Assemble(0, 0, x, scores ? -1 : null);
+        Assert.Equal(new long[] { 1 }.Concat(x.shape.Skip(1)), row.shape);
+        Assert.True((row == expected[..1]).all().item<bool>(), "one group, padded");
+        var full = new TapeReplayOps(new DeepLiftOps(), new[] { new ReferenceTape(new List<Tensor[]> { new[] { inputs[2] } }, zeros(1, 2)) },
+            new long[] { 6 }, new[] { Lengths[2] }, Width);
+        Assert.Same(inputs[2], full.Assemble(0, 0, x, scores ? -1 : null));
     }
 
     [Theory]
@@ -77,7 +84,7 @@ public class TapeReplayTests
         var x = Shaped(6, Width);
 
         var halfSum = replay.HalfSum(0, 0, x);
-        var copiedOut = (x + replay.Assemble(0, 0, x, null, perRow: true)) * 0.5;
+        var copiedOut = (x + replay.Assemble(0, 0, x, null)) * 0.5;
         Assert.Equal(copiedOut.shape, halfSum.shape);
         Assert.True((halfSum == copiedOut).all().item<bool>(), "x/2 + x0/2 rounds as (x + x0)/2");
         // A padded position has a reference of 0: its mean is x/2 there.
@@ -91,7 +98,7 @@ public class TapeReplayTests
     public void ATapeOfAnotherLengthIsRefused()
     {
         var replay = Replay(l => randn(1, l + 1, 4)); // one token more than its group's length
-        var error = Assert.Throws<InvalidOperationException>(() => replay.Assemble(0, 0, zeros(6, Width, 4), null, perRow: true));
+        var error = Assert.Throws<InvalidOperationException>(() => replay.Assemble(0, 0, zeros(6, Width, 4), null));
         Assert.Contains("does not fit", error.Message);
         error = Assert.Throws<InvalidOperationException>(() => replay.HalfSum(0, 0, zeros(6, Width, 4)));
         Assert.Contains("does not fit", error.Message);
