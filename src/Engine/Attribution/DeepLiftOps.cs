@@ -35,13 +35,9 @@ public sealed class DeepLiftOps : TensorOps
     /// The rules whose reference half a tape replays: the input half only (the reference's output is left out; see
     /// <see cref="ProductRule.Mul(Act, Act, bool)"/>).
     /// </summary>
-    internal Act LayerNormInputHalf(Act a, TorchSharp.torch.Tensor weight, TorchSharp.torch.Tensor bias, double eps) =>
-        LayerNormRule.Apply(this, a, weight, bias, eps, PromoteMultipliers, referenceOutput: false);
-
-    /// <inheritdoc cref="LayerNormInputHalf"/>
     internal Act MatMulInputHalf(Act a, Act b) => ProductRule.MatMul(a, b, referenceOutput: false);
 
-    /// <inheritdoc cref="LayerNormInputHalf"/>
+    /// <inheritdoc cref="MatMulInputHalf"/>
     internal Act MulInputHalf(Act a, Act b) => ProductRule.Mul(a, b, referenceOutput: false);
 
     /// <summary>

@@ -109,7 +109,14 @@ public sealed class ReferenceTape : IDisposable
 
         public override Act Apply(Act a, Activation activation) { Note(a); return inner.Apply(a, activation); }
         public override Act Softmax(Act a, long dim) { Note(a); return inner.Softmax(a, dim); }
-        public override Act LayerNorm(Act a, Tensor weight, Tensor bias, double eps) { Note(a); return inner.LayerNorm(a, weight, bias, eps); }
+
+        /// <summary>A LayerNorm keeps what its rule computes of the reference (<see cref="Rules.LayerNormRule.ReferenceHalf"/>), not its input.</summary>
+        public override Act LayerNorm(Act a, Tensor weight, Tensor bias, double eps)
+        {
+            var (centered, inverseStd) = Rules.LayerNormRule.ReferenceHalf(a.Ref, eps);
+            Inputs.Add(new[] { Keep(centered), Keep(inverseStd) });
+            return inner.LayerNorm(a, weight, bias, eps);
+        }
         public override Act MatMul(Act a, Act b) { Note(a, b); return inner.MatMul(a, b); }
         public override Act Mul(Act a, Act b) { Note(a, b); return inner.Mul(a, b); }
     }
@@ -167,7 +174,35 @@ internal sealed class TapeReplayOps : TensorOps
         Run(new[] { a }, p => _inner.Apply(p[0], activation), grouped: (x, tapes) => _inner.ApplyGrouped(x, tapes, _groupOfRow, activation));
     public override Act Softmax(Act a, long dim) =>
         Run(new[] { a }, p => _inner.Softmax(p[0], dim), softmaxDim: dim, grouped: (x, tapes) => _inner.SoftmaxGrouped(x, tapes, _groupOfRow, dim));
-    public override Act LayerNorm(Act a, Tensor weight, Tensor bias, double eps) => Run(new[] { a }, p => _inner.LayerNormInputHalf(p[0], weight, bias, eps));
+    /// <summary>
+    /// LayerNorm from what its tape step holds, the centered reference a0 and r0 (<see cref="Rules.LayerNormRule.ReferenceHalf"/>):
+    /// nothing computed on the reference. Several groups: a + a0 for every row is a's copy with each group's a0 added over
+    /// its rows (<see cref="PlusEachGroup"/>), and r0 (one value a position) is copied out.
+    /// </summary>
+    public override Act LayerNorm(Act a, Tensor weight, Tensor bias, double eps)
+    {
+        int step = _step++;
+        using var scope = NewDisposeScope();
+        var output = Rules.LayerNormRule.InputHalf(this, a.X,
+            t => _tapes.Count == 1 ? t + Assemble(step, 0, t, null).to_type(t.dtype) : PlusEachGroup(step, 0, t),
+            variance => Assemble(step, 1, variance, null), weight, bias, eps).X;
+        scope.MoveToOuter(output);
+        return new Act(output);
+    }
+
+    /// <summary><c>x + x0</c> for every row of <paramref name="x"/> against its group's tape activation (in x's precision), the tape added in place over its group's rows.</summary>
+    private Tensor PlusEachGroup(int step, int operand, Tensor x)
+    {
+        var sum = x.clone();
+        long start = 0;
+        for (int g = 0; g < _tapes.Count; g++)
+        {
+            var tape = _tapes[g].Input(step, operand);
+            Region(sum.narrow(0, start, _rowsPerGroup[g]), tape, g, null, x).add_(tape.to_type(x.dtype));
+            start += _rowsPerGroup[g];
+        }
+        return sum;
+    }
     public override Act MatMul(Act a, Act b) => _tapes.Count == 1 ? Run(new[] { a, b }, p => _inner.MatMulInputHalf(p[0], p[1])) : Product(a, b, matmul: true);
     public override Act Mul(Act a, Act b) => _tapes.Count == 1 ? Run(new[] { a, b }, p => _inner.MulInputHalf(p[0], p[1])) : Product(a, b, matmul: false);
 

@@ -196,12 +196,21 @@ public static class RescaleRule
 
     /// <summary><c>y = c²</c>: <c>c² − c0² = (c + c0)(c − c0)</c> ⇒ <c>m = c + c0</c> (exact, no division).</summary>
     public static Act Square(Act a, bool promote) =>
-        Elementwise(a, t => t.square(), (c, c0, _, _) => c + c0, promote: false);
+        Elementwise(a, t => t.square(), (c, c0, _, _) => SquareMultiplier(c + c0), promote: false);
+
+    /// <summary>The square rule's multiplier, given <c>c + c0</c>: that sum itself.</summary>
+    internal static Tensor SquareMultiplier(Tensor sum) => sum;
 
     /// <summary>
     /// <c>r = (v + eps)^(−1/2)</c>: with <c>w = v + eps</c>, <c>r − r0 = −(w − w0) (r r0)² / (r + r0)</c>
     /// ⇒ <c>m = −(r r0)² / (r + r0)</c> (exact, no division by Δ).
     /// </summary>
     public static Act InverseSqrt(Act a, double eps, bool promote) =>
-        Elementwise(a, t => (t + eps).rsqrt(), (_, _, r, r0) => -(r * r0).square() / (r + r0), promote: false);
+        Elementwise(a, t => InverseSqrtValue(t, eps), (_, _, r, r0) => InverseSqrtMultiplier(r, r0), promote: false);
+
+    /// <summary><c>(v + eps)^(−1/2)</c>.</summary>
+    internal static Tensor InverseSqrtValue(Tensor v, double eps) => (v + eps).rsqrt();
+
+    /// <summary>The inverse square root rule's multiplier from both halves' values: <c>−(r r0)² / (r + r0)</c>.</summary>
+    internal static Tensor InverseSqrtMultiplier(Tensor r, Tensor r0) => -(r * r0).square() / (r + r0);
 }
