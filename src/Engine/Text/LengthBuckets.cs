@@ -25,18 +25,18 @@ public sealed record BucketCostModel
     /// <summary>Hidden size of the model (the attention term); 768 unless told.</summary>
     public int HiddenSize { get; init; } = 768;
 
-    /// <summary>CPU: a pass costs about two and a half text rows by itself, a reference row about half of one.</summary>
+    /// <summary>CPU: a pass costs about one and a half text rows by itself, a reference row about half of one.</summary>
     /// <remarks>
-    /// Calibrated with <c>fleet bench job --repeats 6</c> (bert-base, 12 layers, 2 threads, the 33-text log-normal job,
-    /// warm, paired against the same tokens at the mean length). A pass of one length costs less than that by itself
-    /// (~0.4 rows at 74 tokens), but each length a pass adds costs its reference rows in every rule (GELU's g(x0) in
-    /// float64, the reference copied out for the others), so fewer, fuller passes win over less padding: pass 2.5 rows
-    /// gave 5 batches (7 % padding, 4.6 lengths a batch) at 1.124–1.135× the fixed-length figure; 1.0 gave 7 batches
-    /// (5 %) at 1.161–1.166×; 0.4–0.7 with a group overhead of 0.15–0.3 rows, 8–15 batches (0–3 %) at 1.18–1.25×.
-    /// Cold it made no difference (1.72–1.76 ms/token either way). A reference row, recorded by a pass of the references
-    /// alone (no multipliers, no backward), costs about half a text row.
+    /// Calibrated with <c>fleet bench job --repeats 6</c> (bert-base, 12 layers, 2 threads, 33-text log-normal jobs of
+    /// seeds 1–3, warm, paired against the same tokens at the mean length), once a length in a pass cost little more
+    /// than its rows (the fused loops reading each tape where it is, LayerNorm's reference half kept in the tape). Pass
+    /// 1.5 rows: 1.128–1.142× / 1.152× / 1.165–1.174× the fixed-length figure (seeds 1 / 2 / 3, 5–6 batches); 2.5 rows:
+    /// 1.094–1.125× / 1.167× / 1.210–1.211×; 1.0 rows: 1.136× / 1.172× / 1.214× (6–7 batches). 1.5 has the best worst
+    /// case. (Before those changes each length cost its reference rows in every rule, and 2.5 won: fewer, fuller passes.)
+    /// A reference row, recorded by a pass of the references alone (no multipliers, no backward), costs about half a
+    /// text row.
     /// </remarks>
-    public static BucketCostModel Cpu(int hiddenSize) => new() { HiddenSize = hiddenSize, ReferenceRow = 0.5, PassOverheadRows = 2.5 };
+    public static BucketCostModel Cpu(int hiddenSize) => new() { HiddenSize = hiddenSize, ReferenceRow = 0.5, PassOverheadRows = 1.5 };
 
     /// <summary>
     /// Accelerators: DeepLift is launch-bound (6.9× a forward at batch 16, 5.2× at 64), a pass costs many rows. Both
