@@ -194,14 +194,31 @@ internal sealed class TapeReplayOps : TensorOps
     private Tensor PlusEachGroup(int step, int operand, Tensor x)
     {
         var sum = x.clone();
-        long start = 0;
+        var dtype = sum.dtype;
+        EachGroupRegion(sum, step, operand, (region, tape) => region.add_(tape.dtype == dtype ? tape : tape.to_type(dtype)));
+        return sum;
+    }
+
+    /// <summary>
+    /// Hands <paramref name="act"/> each group's rows of <paramref name="full"/> (shaped like the pass's activation), on
+    /// its tape's extent, with the tape. Each region is one strided view (the group's first row, the tape's sizes,
+    /// full's strides): a narrow per dimension and the shapes read again for every group cost more native calls than the
+    /// adds themselves (a job of 6 batches and ~5 lengths each makes ~10,000 such adds).
+    /// </summary>
+    private void EachGroupRegion(Tensor full, int step, int operand, Action<Tensor, Tensor> act)
+    {
+        var shape = full.shape;
+        var stride = full.stride();
+        long offset = full.storage_offset(), start = 0;
         for (int g = 0; g < _tapes.Count; g++)
         {
             var tape = _tapes[g].Input(step, operand);
-            Region(sum.narrow(0, start, _rowsPerGroup[g]), tape, g, null, x).add_(tape.to_type(x.dtype));
+            var size = tape.shape;
+            Check(size, g, shape);
+            size[0] = _rowsPerGroup[g];
+            act(full.as_strided(size, stride, offset + start * stride[0]), tape);
             start += _rowsPerGroup[g];
         }
-        return sum;
     }
     public override Act MatMul(Act a, Act b) => _tapes.Count == 1 ? Run(new[] { a, b }, p => _inner.MatMulInputHalf(p[0], p[1])) : Product(a, b, matmul: true);
     public override Act Mul(Act a, Act b) => _tapes.Count == 1 ? Run(new[] { a, b }, p => _inner.MulInputHalf(p[0], p[1])) : Product(a, b, matmul: false);
@@ -237,13 +254,7 @@ internal sealed class TapeReplayOps : TensorOps
     internal Tensor HalfSum(int step, int operand, Tensor x)
     {
         var sum = x.detach() * 0.5;
-        long start = 0;
-        for (int g = 0; g < _tapes.Count; g++)
-        {
-            var tape = _tapes[g].Input(step, operand);
-            Region(sum.narrow(0, start, _rowsPerGroup[g]), tape, g, null, x).add_(tape, alpha: 0.5);
-            start += _rowsPerGroup[g];
-        }
+        EachGroupRegion(sum, step, operand, (region, tape) => region.add_(tape, alpha: 0.5));
         return sum;
     }
 
@@ -259,7 +270,7 @@ internal sealed class TapeReplayOps : TensorOps
         // else each row's reference copied out to it.
         var output = _tapes.Count == 1
             ? rule(operands.Select((a, s) => new Act(a.X, Assemble(step, s, a.X, softmaxDim))).ToArray()).X
-            : grouped?.Invoke(operands[0].X, _tapes.Select((t, g) => Checked(t.Input(step, 0), g, operands[0].X)).ToList())
+            : grouped?.Invoke(operands[0].X, Checked(step, operands[0].X))
               ?? rule(operands.Select((a, s) => new Act(a.X, Assemble(step, s, a.X, softmaxDim))).ToArray()).X;
         scope.MoveToOuter(output);
         return new Act(output);
@@ -306,11 +317,12 @@ internal sealed class TapeReplayOps : TensorOps
     /// </summary>
     private Tensor Region(Tensor rows, Tensor tape, int g, long? masked, Tensor x, bool pad = false)
     {
-        Checked(tape, g, x);
+        long[] tapeShape = tape.shape, xShape = x.shape;
+        Check(tapeShape, g, xShape);
         var region = rows;
-        for (long dim = 1; dim < x.dim(); dim++)
+        for (int dim = 1; dim < xShape.Length; dim++)
         {
-            long have = tape.shape[dim], want = x.shape[dim];
+            long have = tapeShape[dim], want = xShape[dim];
             if (have == want) continue;
             if (pad && dim != masked) rows.narrow(dim, have, want - have).fill_(0);
             region = region.narrow(dim, 0, have);
@@ -319,21 +331,23 @@ internal sealed class TapeReplayOps : TensorOps
     }
 
     /// <summary>
-    /// <paramref name="tape"/>, group <paramref name="g"/>'s activation [1, …], once it is known to fit the pass's
-    /// <paramref name="x"/>: x's shape, but the tape's length where the pass has its width.
+    /// That group <paramref name="g"/>'s tape activation of shape <paramref name="tape"/> [1, …] fits the pass's activation
+    /// of shape <paramref name="x"/>: x's shape, but the tape's length where the pass has its width; else an error.
     /// </summary>
-    private Tensor Checked(Tensor tape, int g, Tensor x)
+    private void Check(long[] tape, int g, long[] x)
     {
-        long rank = x.dim();
-        if (tape.dim() != rank || tape.shape[0] != 1) throw Mismatch(tape, x);
-        for (long dim = 1; dim < rank; dim++)
-        {
-            long have = tape.shape[dim], want = x.shape[dim];
-            if (have != want && (have != _lengths[g] || want != _width)) throw Mismatch(tape, x);
-        }
-        return tape;
+        if (tape.Length != x.Length || tape[0] != 1) throw Mismatch(tape, x);
+        for (int dim = 1; dim < x.Length; dim++)
+            if (tape[dim] != x[dim] && (tape[dim] != _lengths[g] || x[dim] != _width)) throw Mismatch(tape, x);
     }
 
-    private InvalidOperationException Mismatch(Tensor tape, Tensor x) => new(
-        $"a reference tape's activation [{string.Join(", ", tape.shape)}] does not fit the pass's [{string.Join(", ", x.shape)}] (width {_width}): the tape was recorded for another model or length");
+    /// <summary>Every group's tape activation for a step, each checked to fit the pass's <paramref name="x"/> (see <see cref="Check"/>).</summary>
+    private List<Tensor> Checked(int step, Tensor x)
+    {
+        var shape = x.shape;
+        return _tapes.Select((t, g) => { var tape = t.Input(step, 0); Check(tape.shape, g, shape); return tape; }).ToList();
+    }
+
+    private InvalidOperationException Mismatch(long[] tape, long[] x) => new(
+        $"a reference tape's activation [{string.Join(", ", tape)}] does not fit the pass's [{string.Join(", ", x)}] (width {_width}): the tape was recorded for another model or length");
 }
