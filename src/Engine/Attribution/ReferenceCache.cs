@@ -22,7 +22,7 @@ public readonly record struct ReferenceKey(long Model, string Reference, int Len
 /// <summary>
 /// Reference tapes kept across batches and jobs under a memory budget. A tape is exact to reuse (the reference half has
 /// no gradient and depends only on its key). One tape of a bert-base-sized model at 128 tokens holds ~61 MB in float32
-/// (per layer 9·L·H for Q, Kᵀ, V, the two LayerNorm inputs and the GELU input, and 2·heads·L² for the scores and the
+/// (per layer 9·L·H for Q, Kᵀ, V, the two LayerNorms' centered references and the GELU input, and 2·heads·L² for the scores and the
 /// softmax), so the default budget (1 GiB) keeps about sixteen lengths of such a model at 128 tokens (more of shorter ones).
 /// <para>
 /// Which tapes stay: while there is room, every new one. When a new tape would need room, the least recently used go

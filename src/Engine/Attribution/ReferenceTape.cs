@@ -128,13 +128,14 @@ public sealed class ReferenceTape : IDisposable
 /// With one group the rule runs once on the whole batch against that row, broadcast (exactly what a pass carrying its
 /// reference computes). With several, the rule still runs once on the whole batch: the fused CPU loops (GELU's secant,
 /// the exact softmax) read each group's tape where it is, at its own length, with the group of each row (the padding's
-/// values past a tape's end: <see cref="Rules.CpuKernels.TrySecantGrouped"/>); the products compute their means against
-/// each group's tape in place (<see cref="HalfSum"/>); and the other rules (LayerNorm, and the loops' fallbacks) take each
-/// row's reference copied out to it [rows, …]. The reference half needs no gradient, so a copy is all that costs; a rule run per group
-/// cost its split and cat forward and backward and its launches once per group (`fleet bench job --repeats 6`, the
-/// 33-text job of 23 lengths, the same plan: 1.21–1.23× the fixed-length figure per token that way, 1.16–1.17× this way).
-/// The rules' own reference outputs are not computed (<see cref="DeepLiftOps.LayerNormInputHalf"/>): the tape already
-/// holds what the next rule needs, and with the reference copied out to every row they would cost as much as the input's.
+/// values past a tape's end: <see cref="Rules.CpuKernels.TrySecantGrouped"/>); the products and LayerNorm add each
+/// group's tape in place over its rows (<see cref="HalfSum"/>, <see cref="PlusEachGroup"/>); and the loops' fallbacks
+/// (float64, other devices) take each row's reference copied out to it [rows, …]. The reference half needs no gradient,
+/// so no rule is split by group: a rule run per group cost its split and cat forward and backward and its launches once
+/// per group (`fleet bench job --repeats 6`, the 33-text job of 23 lengths, the same plan: 1.21–1.23× the fixed-length
+/// figure per token that way, 1.16–1.17× with the references copied out). The rules' own reference outputs are not
+/// computed (<see cref="DeepLiftOps.MatMulInputHalf"/>, <see cref="Rules.LayerNormRule.InputHalf"/>): the tape already
+/// holds what the next rule needs.
 /// <para>
 /// A tape is recorded at its own length l; a pass of width W &gt; l pads it (<see cref="Assemble"/>) along every dimension
 /// where the tape has l and the pass's activation has W. That is exact for the text's real positions: padded keys are
@@ -174,6 +175,9 @@ internal sealed class TapeReplayOps : TensorOps
         Run(new[] { a }, p => _inner.Apply(p[0], activation), grouped: (x, tapes) => _inner.ApplyGrouped(x, tapes, _groupOfRow, activation));
     public override Act Softmax(Act a, long dim) =>
         Run(new[] { a }, p => _inner.Softmax(p[0], dim), softmaxDim: dim, grouped: (x, tapes) => _inner.SoftmaxGrouped(x, tapes, _groupOfRow, dim));
+    public override Act MatMul(Act a, Act b) => _tapes.Count == 1 ? Run(new[] { a, b }, p => _inner.MatMulInputHalf(p[0], p[1])) : Product(a, b, matmul: true);
+    public override Act Mul(Act a, Act b) => _tapes.Count == 1 ? Run(new[] { a, b }, p => _inner.MulInputHalf(p[0], p[1])) : Product(a, b, matmul: false);
+
     /// <summary>
     /// LayerNorm from what its tape step holds, the centered reference a0 and r0 (<see cref="Rules.LayerNormRule.ReferenceHalf"/>):
     /// nothing computed on the reference. Several groups: a + a0 for every row is a's copy with each group's a0 added over
@@ -215,13 +219,11 @@ internal sealed class TapeReplayOps : TensorOps
             var tape = _tapes[g].Input(step, operand);
             var size = tape.shape;
             Check(size, g, shape);
-            size[0] = _rowsPerGroup[g];
+            size[0] = _tapes.Count == 1 ? shape[0] : _rowsPerGroup[g]; // one group: all of full's rows (one, for a broadcast row)
             act(full.as_strided(size, stride, offset + start * stride[0]), tape);
-            start += _rowsPerGroup[g];
+            start += size[0];
         }
     }
-    public override Act MatMul(Act a, Act b) => _tapes.Count == 1 ? Run(new[] { a, b }, p => _inner.MatMulInputHalf(p[0], p[1])) : Product(a, b, matmul: true);
-    public override Act Mul(Act a, Act b) => _tapes.Count == 1 ? Run(new[] { a, b }, p => _inner.MulInputHalf(p[0], p[1])) : Product(a, b, matmul: false);
 
     /// <summary>
     /// The product rule on a batch of several lengths: its multipliers are the means <c>(a + a0)/2</c>, <c>(b + b0)/2</c>
@@ -282,52 +284,29 @@ internal sealed class TapeReplayOps : TensorOps
     /// of the group's rows [n, …].
     /// Every dimension (past the batch one) where a tape has its length and the pass has its width grows by zeros, and
     /// the softmax's own dimension, before a softmax, by finfo.min (over the zeros of the others). Any other difference
-    /// of shape means the tape was recorded for something else, and is an error. One fill and one copy per group
-    /// (padding each tape, joining them and copying them out took three); one tape that needs no padding is itself.
+    /// of shape means the tape was recorded for something else, and is an error. One fill, then one copy per group (and
+    /// one fill of its masked keys); one tape that needs no padding is itself.
     /// </summary>
     internal Tensor Assemble(int step, int operand, Tensor x, long? softmaxDim)
     {
-        bool perRow = _tapes.Count > 1;
-        long rank = x.dim();
-        long? masked = softmaxDim is long d ? (d < 0 ? d + rank : d) : null;
         var first = _tapes[0].Input(step, operand);
-        if (!perRow && first.dim() == rank && first.shape[0] == 1 && first.shape.AsSpan(1).SequenceEqual(x.shape.AsSpan(1)))
+        var shape = x.shape;
+        if (_tapes.Count == 1 && first.shape.SequenceEqual(shape.Select((d, i) => i == 0 ? 1 : d)))
             return first;
-        var shape = x.shape.ToArray();
-        shape[0] = perRow ? x.shape[0] : 1;
-        var result = empty(shape, first.dtype, device: first.device);
-        long start = 0;
-        for (int g = 0; g < _tapes.Count; g++)
+        shape[0] = _tapes.Count > 1 ? shape[0] : 1;
+        var result = zeros(shape, first.dtype, device: first.device);
+        EachGroupRegion(result, step, operand, (region, tape) => region.copy_(tape)); // [1, …] broadcast over the group's rows
+        if (softmaxDim is long d)
         {
-            var tape = _tapes[g].Input(step, operand);
-            var rows = perRow ? result.narrow(0, start, _rowsPerGroup[g]) : result;
-            Region(rows, tape, g, masked, x, pad: true).copy_(tape); // [1, …] broadcast over the group's rows
-            if (masked is long m && tape.shape[m] != x.shape[m]) rows.narrow(m, tape.shape[m], x.shape[m] - tape.shape[m]).fill_(finfo(tape.dtype).min);
-            start += _rowsPerGroup[g];
+            long masked = d < 0 ? d + shape.Length : d, start = 0;
+            for (int g = 0; g < _tapes.Count; g++)
+            {
+                long have = _tapes[g].Input(step, operand).shape[masked], rows = _tapes.Count == 1 ? 1 : _rowsPerGroup[g];
+                if (have != shape[masked]) result.narrow(0, start, rows).narrow(masked, have, shape[masked] - have).fill_(finfo(first.dtype).min);
+                start += rows;
+            }
         }
         return result;
-    }
-
-    /// <summary>
-    /// Of <paramref name="rows"/> (a group's rows of a tensor shaped like the pass's <paramref name="x"/>), the region
-    /// group <paramref name="g"/>'s tape covers: narrowed to the tape's length along every dimension where the tape has
-    /// its length and the pass its width. With <paramref name="pad"/>, the rest of those dimensions is filled with zeros
-    /// (but the softmax's own dimension <paramref name="masked"/>, which the caller fills). Any other difference of
-    /// shape means the tape was recorded for something else, and is an error.
-    /// </summary>
-    private Tensor Region(Tensor rows, Tensor tape, int g, long? masked, Tensor x, bool pad = false)
-    {
-        long[] tapeShape = tape.shape, xShape = x.shape;
-        Check(tapeShape, g, xShape);
-        var region = rows;
-        for (int dim = 1; dim < xShape.Length; dim++)
-        {
-            long have = tapeShape[dim], want = xShape[dim];
-            if (have == want) continue;
-            if (pad && dim != masked) rows.narrow(dim, have, want - have).fill_(0);
-            region = region.narrow(dim, 0, have);
-        }
-        return region;
     }
 
     /// <summary>

@@ -23,8 +23,8 @@ public static unsafe partial class CpuKernels
     [ThreadStatic] private static long _runs;
 
     /// <summary>How many of those runs took each group's reference at its own length (a padded batch of several lengths).</summary>
-    internal static long MappedRuns => _mappedRuns;
-    [ThreadStatic] private static long _mappedRuns;
+    internal static long GroupedRuns => _groupedRuns;
+    [ThreadStatic] private static long _groupedRuns;
 
     private const long Chunk = 1 << 16;
 
@@ -85,7 +85,7 @@ public static unsafe partial class CpuKernels
             (x0Row[b], g0Row[b], prefix[b]) = (Address(x0[(int)j]), Address(g0[(int)j]), x0[(int)j].numel());
         }
         Secant(x, g, x0Row, g0Row, prefix, g0Padding, out y, out m, out equal);
-        _mappedRuns++;
+        _groupedRuns++;
         return true;
     }
 

@@ -64,10 +64,11 @@ public static class LayerNormRule
             using (no_grad())
             {
                 var c = centered.detach();
-                var sum = plusCentered0(c.to_type(work));
-                squareMultiplier = RescaleRule.SquareMultiplier(sum).to_type(dtype);
+                var cw = c.to_type(work);
+                var sum = plusCentered0(cw); // the square rule's multiplier a + a0 (RescaleRule.Square)
+                squareMultiplier = sum.to_type(dtype);
                 aMean = (work == dtype ? sum : plusCentered0(c)) * 0.5;
-                squared = c.to_type(work).square().to_type(dtype);
+                squared = cw.square().to_type(dtype);
             }
             var variance = ops.Map(new Act(Multipliers.Override(squared, centered, squareMultiplier)), Variance).X;
             Tensor inverseStd, inverseStdMultiplier, bMean;

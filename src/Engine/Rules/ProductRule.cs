@@ -11,9 +11,8 @@ namespace AttributionFleet.Engine.Rules;
 public static class ProductRule
 {
     /// <param name="referenceOutput">
-    /// False: leave out the reference's product <c>a0·b0</c> (the result has no reference half). A pass that replays its
-    /// reference half from a tape drops it anyway, and on a batch of several lengths each row's reference is copied out
-    /// to it, so it would cost a product as large as the input's.
+    /// False: leave out the reference's product <c>a0·b0</c> (the result has no reference half): a pass that replays its
+    /// reference half from a tape has it already.
     /// </param>
     public static Act Mul(Act a, Act b, bool referenceOutput) => Bilinear(a, b, matmul: false, referenceOutput);
 

@@ -69,7 +69,7 @@ public static class RescaleRule
         using (no_grad()) gx0 = g(a.Ref.to_type(ScalarType.Float64));
         var x0 = a.Ref;
         var y = FusedSecant(a.X, g, derivative, (x, gx) => (CpuKernels.TrySecant(x, x0, gx, gx0, out var v, out var m, out long equal), v, m, equal),
-            () => x0.shape[0] == a.X.shape[0] ? x0 : x0.expand(a.X.shape));
+            () => x0); // one shared row broadcasts
         if (y is null) return new Act(a.X);
         using (no_grad()) return new Act(y, gx0.to_type(ScalarType.Float32));
     }
@@ -196,10 +196,7 @@ public static class RescaleRule
 
     /// <summary><c>y = c²</c>: <c>c² − c0² = (c + c0)(c − c0)</c> ⇒ <c>m = c + c0</c> (exact, no division).</summary>
     public static Act Square(Act a, bool promote) =>
-        Elementwise(a, t => t.square(), (c, c0, _, _) => SquareMultiplier(c + c0), promote: false);
-
-    /// <summary>The square rule's multiplier, given <c>c + c0</c>: that sum itself.</summary>
-    internal static Tensor SquareMultiplier(Tensor sum) => sum;
+        Elementwise(a, t => t.square(), (c, c0, _, _) => c + c0, promote: false);
 
     /// <summary>
     /// <c>r = (v + eps)^(−1/2)</c>: with <c>w = v + eps</c>, <c>r − r0 = −(w − w0) (r r0)² / (r + r0)</c>

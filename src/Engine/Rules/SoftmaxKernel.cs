@@ -76,7 +76,7 @@ public static unsafe partial class CpuKernels
             row[(int)l..].Fill(float.MinValue); // finfo(float32).min
             return scratch;
         }, out y, out mExp, out mLog, out mOut);
-        _mappedRuns++;
+        _groupedRuns++;
         return true;
     }
 

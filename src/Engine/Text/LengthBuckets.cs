@@ -7,7 +7,7 @@ namespace AttributionFleet.Engine.Text;
 /// </code>
 /// n texts padded to width W (the padding is the waste), one reference row per distinct length not already recorded
 /// by the previous batch (ρ: recording a reference tape in a pass of the references alone), and a fixed per-pass
-/// overhead in rows (kernel launches, the per-group split of every rule; large on an accelerator, where a pass is
+/// overhead in rows (kernel launches, and each group's reference work in every rule; large on an accelerator, where a pass is
 /// launch-bound). The factor <c>1 + W/(6H)</c> is the
 /// attention's share: per token a layer does ~24 H² multiply-adds in its linear maps and ~4 W H in attention.
 /// </summary>
@@ -19,7 +19,7 @@ public sealed record BucketCostModel
     /// <summary>Fixed cost of a pass, in text rows of its width.</summary>
     public double PassOverheadRows { get; init; } = 0.5;
 
-    /// <summary>Cost of each length group after the first, in text rows (the rules run once per group).</summary>
+    /// <summary>Cost of each length group after the first, in text rows (each reads or adds its own reference in every rule).</summary>
     public double GroupOverheadRows { get; init; }
 
     /// <summary>Hidden size of the model (the attention term); 768 unless told.</summary>
