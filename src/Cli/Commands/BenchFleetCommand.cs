@@ -132,7 +132,7 @@ public static class BenchFleetCommand
                 var texts = job.Select(t => t.Text).ToList();
                 var lengths = _explainer.Tokenize(texts).Select(t => t.Ids.Length).ToList();
                 int fewest = (texts.Count + perBatch - 1) / perBatch;
-                foreach (var batch in LengthBuckets.Plan(lengths, perBatch, BucketCostModel.For(_model.Device.type, _model.Config.HiddenSize), fewest))
+                foreach (var batch in LengthBuckets.Plan(lengths, perBatch, BucketCostModel.For(_model.Device.type, _model.Config.HiddenSize, Engine.Architectures.ArchitectureRegistry.Of(_model.Config).PacksTokens), fewest))
                     _explainer.Explain(batch.Select(i => texts[i]).ToList(), _request);
             }
             return watch.Elapsed.TotalSeconds;

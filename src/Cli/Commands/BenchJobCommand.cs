@@ -130,9 +130,10 @@ public static class BenchJobCommand
         for (int i = 0; i < 5; i++) explainer.Tokenize(texts);
         double tokenizeSeconds = tokenizing.Elapsed.TotalSeconds / 5;
         stdout.WriteLine($"tokenizing the job's {texts.Count} texts: {tokenizeSeconds * 1e3:F2} ms, {tokenizeSeconds / warm.Seconds:P2} of the warm mixed job");
-        var cost = BucketCostModel.For(loaded.Float32.Device.type, loaded.Config.HiddenSize);
+        var cost = BucketCostModel.For(loaded.Float32.Device.type, loaded.Config.HiddenSize, Engine.Architectures.ArchitectureRegistry.Of(loaded.Config).PacksTokens);
         var plan = LengthBuckets.Plan(lengths, o.BatchSize, cost);
-        double padded = plan.Sum(b => b.Count * cost.RowWork(b.Max(i => lengths[i]))), own = lengths.Sum(cost.RowWork);
+        double padded = plan.Sum(b => cost.TextsWork(b.Count, b.Max(i => lengths[i]), b.Select(i => lengths[i]).Distinct().Count(), b.Sum(i => (long)lengths[i])));
+        double own = lengths.Sum(cost.RowWork);
         stdout.WriteLine($"mixed plan: {plan.Count} batches (widths {string.Join(", ", plan.Select(b => b.Max(i => lengths[i])))}), " +
             $"{plan.Average(b => b.Select(i => lengths[i]).Distinct().Count()):F1} lengths a batch; padding adds {padded / own - 1:P0} to the texts' own work");
         // The plan's batches with every text at its batch's width: the same passes and padding, one length a batch. Beside
@@ -181,8 +182,8 @@ public static class BenchJobCommand
         }
         stdout.WriteLine("vs mean: per token against texts of the job's mean length; vs own: per token against each of the job's texts run in a " +
             "full batch of texts of its own length (what `fleet bench attribute` measures at that length), summed over the job");
-        stdout.WriteLine("the plan's widths: each text lengthened to its batch's width (the same passes and padding, one length a batch), " +
-            "per token of the job's own texts");
+        stdout.WriteLine("the plan's widths: each text lengthened to its batch's width (the same passes, one length a batch, every position real work), " +
+            "per token of the job's own texts; a model that packs its position-wise layers (bert, roberta, distilbert, electra, xlm-roberta) pays for a mixed batch's padding only in attention");
         stdout.WriteLine($"peak RSS {BenchCommand.PeakRssBytes() / 1048576.0:F0} MiB (pass budget {(o.PassMemoryMB ?? 1024)} MiB + reference cache {ReferenceCache.Shared.BudgetBytes >> 20} MiB, after the mixed job the cache held {held.Bytes / 1048576.0:F0} MiB in {held.Count} tapes)");
         stdout.WriteLine("cpu s/text: process CPU time (all threads), steadier than wall time when other processes share the cores");
         return 0;

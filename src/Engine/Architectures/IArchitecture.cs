@@ -70,4 +70,10 @@ public interface IArchitecture
 
     /// <summary>The model from its weights by role (all on one device and dtype; the model owns them).</summary>
     ITextModel Build(ModelConfig config, IReadOnlyDictionary<string, Tensor> weights);
+
+    /// <summary>
+    /// Whether the family's model runs its position-wise layers on the real tokens only in a batch of several lengths
+    /// (<see cref="Ops.TokenPacking"/>), so that padding costs only attention: the planner then cuts fuller batches.
+    /// </summary>
+    bool PacksTokens => false;
 }

@@ -45,8 +45,10 @@ public sealed class DeepLiftOps : TensorOps
     /// it (<paramref name="references"/>: group j's [1, l_j, …]; row b against group <c>groupOfRow[b]</c>'s): the input half
     /// only, or null where no fused loop takes it (the caller then copies each row's reference out and calls <see cref="Apply"/>).
     /// </summary>
-    internal TorchSharp.torch.Tensor? ApplyGrouped(TorchSharp.torch.Tensor x, IReadOnlyList<TorchSharp.torch.Tensor> references, long[] groupOfRow, Activation activation) =>
-        RescaleRule.GroupedActivation(x, references, groupOfRow, activation, PromoteMultipliers);
+    /// <param name="packedLengths">Each text's tokens when x is packed ([1, N, …], <see cref="TokenPacking"/>); null for the padded layout.</param>
+    internal TorchSharp.torch.Tensor? ApplyGrouped(TorchSharp.torch.Tensor x, IReadOnlyList<TorchSharp.torch.Tensor> references, long[] groupOfRow,
+        long[]? packedLengths, Activation activation) =>
+        RescaleRule.GroupedActivation(x, references, groupOfRow, packedLengths, activation, PromoteMultipliers);
 
     /// <summary><see cref="Softmax"/> the same way as <see cref="ApplyGrouped"/>, on attention scores; the exact rule only.</summary>
     internal TorchSharp.torch.Tensor? SoftmaxGrouped(TorchSharp.torch.Tensor x, IReadOnlyList<TorchSharp.torch.Tensor> references, long[] groupOfRow, long dim) =>

@@ -146,6 +146,9 @@ public sealed class TransformerClassifier : ITextModel
         positionIds ??= PositionIds(attentionMask);
         var bias = AttentionBias(attentionMask);
         var h = Embed(ops, wordEmbeddings, positionIds);
+        // Padded only where attention needs it: the rest of every layer runs on the real tokens (when the ops can).
+        var packing = TokenPacking.For(ops, attentionMask);
+        if (packing is not null) h = ops.Map(h, packing.Pack);
         var activation = ActivationFor(Config.HiddenAct);
         for (int i = 0; i < Config.Layers; i++)
         {
@@ -155,14 +158,14 @@ public sealed class TransformerClassifier : ITextModel
             int layer = i;
             h = ActScope.Run(() =>
             {
-                var attended = SelfAttention(ops, input, bias, layer);
+                var attended = SelfAttention(ops, input, bias, layer, packing);
                 var mid = ops.LayerNorm(ops.Add(attended, input), W(p + "ln1.w"), W(p + "ln1.b"), Config.LayerNormEps);
                 var inner = ops.Apply(ops.Linear(mid, W(p + "ff1"), W(p + "ff1.b")), activation);
                 var ffn = ops.Linear(inner, W(p + "ff2"), W(p + "ff2.b"));
                 return ops.LayerNorm(ops.Add(ffn, mid), W(p + "ln2.w"), W(p + "ln2.b"), Config.LayerNormEps);
             });
         }
-        return h;
+        return packing is null ? h : ops.Map(h, packing.Unpack);
     }
 
     public Act Forward(TensorOps ops, Act wordEmbeddings, Tensor attentionMask) => Forward(ops, wordEmbeddings, attentionMask, null);
@@ -203,7 +206,8 @@ public sealed class TransformerClassifier : ITextModel
         return Forward(PlainOps.Instance, new Act(WordEmbeddings(ids)), attentionMask).X;
     }
 
-    private Act SelfAttention(TensorOps ops, Act h, Tensor? bias, int layer)
+    /// <param name="packing">When given, <paramref name="h"/> is the real tokens packed, and so is the result: Q, K and V are padded for the attention, its context packed again.</param>
+    private Act SelfAttention(TensorOps ops, Act h, Tensor? bias, int layer, TokenPacking? packing)
     {
         int heads = Config.Heads;
         long headDim = Config.HiddenSize / heads;
@@ -211,11 +215,13 @@ public sealed class TransformerClassifier : ITextModel
         long hidden = Config.HiddenSize;
         var (qkvW, qkvB) = _qkv[layer];
         var qkv = ops.Linear(h, qkvW, qkvB);
+        if (packing is not null) qkv = ops.Map(qkv, packing.Unpack);
         var q = ops.Map(qkv, t => SplitHeads(t.narrow(-1, 0, hidden)));
         var k = ops.Map(qkv, t => SplitHeads(t.narrow(-1, hidden, hidden)));
         var v = ops.Map(qkv, t => SplitHeads(t.narrow(-1, 2 * hidden, hidden)));
         var attended = ops.Attention(q, k, v, bias, 1.0 / Math.Sqrt(headDim));
         var context = ops.Map(attended, t => t.transpose(1, 2).reshape(t.shape[0], t.shape[2], -1));
+        if (packing is not null) context = ops.Map(context, packing.Pack);
         return ops.Linear(context, W($"L{layer}.o"), W($"L{layer}.o.b"));
     }
 

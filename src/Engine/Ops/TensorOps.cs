@@ -43,6 +43,12 @@ public abstract class TensorOps
 
     public Act Add(Act a, Act b) => Map(a, b, (x, y) => x + y);
 
+    /// <summary>
+    /// Whether a model may run its position-wise layers on the real tokens only (<see cref="TokenPacking"/>). Only ops
+    /// that know where each token's reference is in that layout say yes: the tape replay of a batch of several lengths.
+    /// </summary>
+    public virtual bool PacksTokens => false;
+
     public abstract Act Apply(Act a, Activation activation);
 
     /// <summary>Softmax along <paramref name="dim"/>.</summary>

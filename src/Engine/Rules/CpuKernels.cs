@@ -52,8 +52,16 @@ public static unsafe partial class CpuKernels
             long at = x0.shape[0] == 1 ? 0 : b * row;
             (x0Row[b], g0Row[b], prefix[b]) = (px0 + (nint)(at * sizeof(float)), pg0 + (nint)(at * sizeof(double)), row);
         }
-        Secant(x, g, x0Row, g0Row, prefix, 0, out y, out m, out equal);
+        Secant(x, g, EvenRows(rows, row), x0Row, g0Row, prefix, 0, out y, out m, out equal);
         return true;
+    }
+
+    /// <summary>Where each of <paramref name="rows"/> rows of <paramref name="row"/> elements starts, and the end: [rows + 1].</summary>
+    private static long[] EvenRows(long rows, long row)
+    {
+        var start = new long[rows + 1];
+        for (long b = 0; b <= rows; b++) start[b] = b * row;
+        return start;
     }
 
     /// <summary>
@@ -64,42 +72,58 @@ public static unsafe partial class CpuKernels
     /// l_j · (the rest) elements are its tape's, so nothing is copied or padded: the same arithmetic, on the same numbers,
     /// as against each row's reference padded and copied out to it.
     /// </summary>
+    /// <remarks>
+    /// Packed (<paramref name="packedLengths"/>: text b's tokens, x [1, N, …] the texts' tokens one after another,
+    /// <see cref="Ops.TokenPacking"/>): text b is a row of <c>packedLengths[b]</c> positions, all of them its tape's.
+    /// </remarks>
     internal static bool TrySecantGrouped(Tensor x, Tensor g, IReadOnlyList<Tensor> x0, IReadOnlyList<Tensor> g0, double g0Padding, long[] groupOfRow,
-        out Tensor y, out Tensor m, out long equal)
+        long[]? packedLengths, out Tensor y, out Tensor m, out long equal)
     {
         y = m = null!;
         equal = 0;
-        if (!SecantTakes(x, g) || x.dim() < 2 || x0.Count != g0.Count || groupOfRow.Length != x.shape[0] || groupOfRow.Any(j => j < 0 || j >= x0.Count))
+        if (!SecantTakes(x, g) || x.dim() < 2 || x0.Count != g0.Count || groupOfRow.Any(j => j < 0 || j >= x0.Count))
+            return false;
+        if (packedLengths is null ? groupOfRow.Length != x.shape[0] : x.shape[0] != 1 || packedLengths.Length != groupOfRow.Length || packedLengths.Sum() != x.shape[1])
             return false;
         for (int j = 0; j < x0.Count; j++)
             if (x0[j].dtype != ScalarType.Float32 || g0[j].dtype != ScalarType.Float64 || !x0[j].is_contiguous() || !g0[j].is_contiguous()
-                || !g0[j].shape.SequenceEqual(x0[j].shape) || !PrefixFits(x.shape, x0[j].shape))
+                || !g0[j].shape.SequenceEqual(x0[j].shape) || !PrefixFits(x.shape, x0[j].shape, packed: packedLengths is not null))
                 return false;
-        long rows = x.shape[0];
+        long rows = groupOfRow.Length, inner = x.numel() / Math.Max(1, packedLengths is null ? rows : x.shape[1]);
+        if (packedLengths is not null && Enumerable.Range(0, (int)rows).Any(b => x0[(int)groupOfRow[b]].shape[1] != packedLengths[b]))
+            return false;
+        var start = packedLengths is null ? EvenRows(rows, inner) : new long[rows + 1];
         var x0Row = new nint[rows];
         var g0Row = new nint[rows];
         var prefix = new long[rows];
         for (long b = 0; b < rows; b++)
         {
             var j = groupOfRow[b];
+            if (packedLengths is not null) start[b + 1] = start[b] + packedLengths[b] * inner;
             (x0Row[b], g0Row[b], prefix[b]) = (Address(x0[(int)j]), Address(g0[(int)j]), x0[(int)j].numel());
         }
-        Secant(x, g, x0Row, g0Row, prefix, g0Padding, out y, out m, out equal);
+        Secant(x, g, start, x0Row, g0Row, prefix, g0Padding, out y, out m, out equal);
         _groupedRuns++;
+        if (packedLengths is not null) _packedRuns++;
         return true;
     }
+
+    /// <summary>How many of the grouped runs took packed tokens (<see cref="Ops.TokenPacking"/>).</summary>
+    internal static long PackedRuns => _packedRuns;
+    [ThreadStatic] private static long _packedRuns;
 
     private static bool SecantTakes(Tensor x, Tensor g) =>
         Enabled && x.device_type == TorchSharp.DeviceType.CPU && x.dtype == ScalarType.Float32 && g.dtype == ScalarType.Float64
         && x.is_contiguous() && g.is_contiguous() && g.shape.SequenceEqual(x.shape);
 
     /// <summary>
-    /// The secant loop, row b of x against the reference at <paramref name="x0Row"/>[b], <paramref name="g0Row"/>[b] for its
-    /// first <paramref name="prefix"/>[b] elements, and against x0 = 0, g0 = <paramref name="g0Padding"/> past them.
+    /// The secant loop, row b of x (elements <paramref name="rowStart"/>[b] to [b + 1]) against the reference at
+    /// <paramref name="x0Row"/>[b], <paramref name="g0Row"/>[b] for its first <paramref name="prefix"/>[b] elements, and
+    /// against x0 = 0, g0 = <paramref name="g0Padding"/> past them.
     /// </summary>
-    private static void Secant(Tensor x, Tensor g, nint[] x0Row, nint[] g0Row, long[] prefix, double g0Padding, out Tensor y, out Tensor m, out long equal)
+    private static void Secant(Tensor x, Tensor g, long[] rowStart, nint[] x0Row, nint[] g0Row, long[] prefix, double g0Padding, out Tensor y, out Tensor m, out long equal)
     {
-        long n = x.numel(), row = x.shape[0] == 0 ? 1 : n / x.shape[0];
+        long n = x.numel();
         y = empty_like(x);
         m = empty_like(x);
         nint px = Address(x), pg = Address(g), py = Address(y), pm = Address(m);
@@ -111,9 +135,12 @@ public static unsafe partial class CpuKernels
             double* gs = (double*)pg;
             // Walk [start, end) in runs that stay within one row and one side of its reference's end, so the inner
             // loops have no division and no test.
+            int b = Array.BinarySearch(rowStart, start);
+            b = b >= 0 ? b : ~b - 1;
             for (long i = start; i < end;)
             {
-                long b = i / row, within = i % row, run = Math.Min(end - i, row - within);
+                while (i >= rowStart[b + 1]) b++; // empty rows (none in practice) are stepped over
+                long within = i - rowStart[b], run = Math.Min(end - i, rowStart[b + 1] - i);
                 float* xr = xs + i, yr = ys + i, mr = ms + i;
                 double* gr = gs + i;
                 if (within < prefix[b])
@@ -152,8 +179,8 @@ public static unsafe partial class CpuKernels
         x.Length == x0.Length && x.Length > 0 && x.AsSpan(1).SequenceEqual(x0.AsSpan(1)) && (x0[0] == x[0] || x0[0] == 1);
 
     /// <summary>A reference [1, l, …] whose rows are a prefix of x's [B, W, …] rows: l ≤ W and the same shape past them.</summary>
-    private static bool PrefixFits(long[] x, long[] x0) =>
-        x.Length == x0.Length && x.Length >= 2 && x0[0] == 1 && x0[1] <= x[1] && x.AsSpan(2).SequenceEqual(x0.AsSpan(2));
+    private static bool PrefixFits(long[] x, long[] x0, bool packed = false) =>
+        x.Length == x0.Length && x.Length >= 2 && x0[0] == 1 && (packed || x0[1] <= x[1]) && x.AsSpan(2).SequenceEqual(x0.AsSpan(2));
 
     private static nint Address(Tensor t) =>
         (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));

@@ -110,7 +110,11 @@ public static class RescaleRule
     /// value, carrying the multipliers): the caller replays the reference half from a tape. Null where the fused loop
     /// does not apply (then the caller runs <see cref="Activation"/> with the reference copied out to every row).
     /// </summary>
-    internal static Tensor? GroupedActivation(Tensor x, IReadOnlyList<Tensor> references, long[] groupOfRow, Activation kind, bool promote)
+    /// <param name="packedLengths">
+    /// Each text's tokens when x is packed ([1, N, …]: the texts' tokens one after another, <see cref="Ops.TokenPacking"/>;
+    /// text b's against its group's whole tape, no padding); null for the padded layout.
+    /// </param>
+    internal static Tensor? GroupedActivation(Tensor x, IReadOnlyList<Tensor> references, long[] groupOfRow, long[]? packedLengths, Activation kind, bool promote)
     {
         if (!promote || x.dtype != ScalarType.Float32 || x.device.type != TorchSharp.DeviceType.CPU || !CpuKernels.Enabled) return null;
         var (g, derivative) = Functions(kind);
@@ -123,8 +127,8 @@ public static class RescaleRule
             padding = g(zeros(1, ScalarType.Float64)).item<double>(); // g(0): what g gives a padded reference of 0
         }
         var y = FusedSecant(x, g, derivative,
-            (xd, gx) => (CpuKernels.TrySecantGrouped(xd, gx, references, gx0, padding, groupOfRow, out var v, out var m, out long equal), v, m, equal),
-            () => PaddedPerRow(x, references, groupOfRow));
+            (xd, gx) => (CpuKernels.TrySecantGrouped(xd, gx, references, gx0, padding, groupOfRow, packedLengths, out var v, out var m, out long equal), v, m, equal),
+            () => packedLengths is null ? PaddedPerRow(x, references, groupOfRow) : PackedPerRow(references, groupOfRow));
         if (y is not null) scope.MoveToOuter(y);
         return y;
     }
@@ -140,6 +144,10 @@ public static class RescaleRule
         }
         return perRow;
     }
+
+    /// <summary>Each text's reference packed like x [1, N, …]: its group's whole [1, l, …], text after text.</summary>
+    private static Tensor PackedPerRow(IReadOnlyList<Tensor> references, long[] groupOfRow) =>
+        cat(groupOfRow.Select(g => references[(int)g]).ToArray(), 1);
 
     /// <summary>An activation by kind, each with its exact derivative for the fallback.</summary>
     public static Act Activation(Act a, Activation kind, bool promote)

@@ -10,6 +10,14 @@ namespace AttributionFleet.Engine.Text;
 /// overhead in rows (kernel launches, and each group's reference work in every rule; large on an accelerator, where a pass is
 /// launch-bound). The factor <c>1 + W/(6H)</c> is the
 /// attention's share: per token a layer does ~24 H² multiply-adds in its linear maps and ~4 W H in attention.
+/// <para>
+/// With <see cref="PackedTokens"/> (a model that runs its position-wise layers on the real tokens of a batch of several
+/// lengths, <see cref="Ops.TokenPacking"/>), the n texts' part is their own tokens T, attention at the width, and a small
+/// share π of a token for each padded position (the packing's copies and the padded rows of the attention's operands):
+/// <code>
+/// texts(bucket) = T + π · (n W − T) + n W² / (6 H)
+/// </code>
+/// </para>
 /// </summary>
 public sealed record BucketCostModel
 {
@@ -24,6 +32,12 @@ public sealed record BucketCostModel
 
     /// <summary>Hidden size of the model (the attention term); 768 unless told.</summary>
     public int HiddenSize { get; init; } = 768;
+
+    /// <summary>The model packs its position-wise layers in a batch of several lengths (see the summary).</summary>
+    public bool PackedTokens { get; init; }
+
+    /// <summary>π: a padded position's cost when packed, beyond its attention, relative to a real token.</summary>
+    public double PackedPaddingShare { get; init; } = 0.05;
 
     /// <summary>CPU: a pass costs about one and a half text rows by itself, a reference row about half of one.</summary>
     /// <remarks>
@@ -44,11 +58,22 @@ public sealed record BucketCostModel
     /// </summary>
     public static BucketCostModel Accelerator(int hiddenSize) => new() { HiddenSize = hiddenSize, PassOverheadRows = 16, GroupOverheadRows = 2 };
 
-    public static BucketCostModel For(TorchSharp.DeviceType device, int hiddenSize) =>
-        device == TorchSharp.DeviceType.CPU ? Cpu(hiddenSize) : Accelerator(hiddenSize);
+    /// <param name="packedTokens">The model packs its position-wise layers (<see cref="Architectures.IArchitecture.PacksTokens"/>).</param>
+    public static BucketCostModel For(TorchSharp.DeviceType device, int hiddenSize, bool packedTokens = false) =>
+        (device == TorchSharp.DeviceType.CPU ? Cpu(hiddenSize) : Accelerator(hiddenSize)) with { PackedTokens = packedTokens };
 
-    public double Cost(int texts, int width, int newLengths, int lengths = 1) =>
-        (texts + ReferenceRow * newLengths + PassOverheadRows + GroupOverheadRows * Math.Max(0, lengths - 1)) * RowWork(width);
+    /// <param name="tokens">The texts' own tokens (T); unknown (−1): every text counted at the width.</param>
+    public double Cost(int texts, int width, int newLengths, int lengths = 1, long tokens = -1) =>
+        TextsWork(texts, width, lengths, tokens)
+        + (ReferenceRow * newLengths + PassOverheadRows + GroupOverheadRows * Math.Max(0, lengths - 1)) * RowWork(width);
+
+    /// <summary>The texts' part of <see cref="Cost"/>: n rows of the width, or packed, their own tokens and attention (see the summary).</summary>
+    public double TextsWork(int texts, int width, int lengths = 1, long tokens = -1)
+    {
+        if (!PackedTokens || lengths == 1 || tokens < 0) return texts * RowWork(width); // one length: no padding, nothing packed
+        double positions = (double)texts * width;
+        return tokens + PackedPaddingShare * (positions - tokens) + positions * width / (6.0 * HiddenSize);
+    }
 
     /// <summary>One text row of <paramref name="width"/> tokens: <c>W · (1 + W / (6 H))</c> (see the summary).</summary>
     public double RowWork(int width) => width * (1 + width / (6.0 * HiddenSize));
@@ -85,16 +110,18 @@ public static class LengthBuckets
             for (int end = 1; end <= n; end++)
             {
                 int distinct = 0;
+                long tokens = 0;
                 int previous = count == 0 ? 0 : k - 1;
                 for (int start = end - 1; start >= Math.Max(0, end - max); start--)
                 {
                     // Walking the start back adds text order[start]; its length is new unless the next text shares it.
                     if (start == end - 1 || lengths[order[start]] != lengths[order[start + 1]]) distinct++;
+                    tokens += lengths[order[start]];
                     if (double.IsPositiveInfinity(best[previous, start])) continue;
                     int width = lengths[order[start]];
                     // A length cut across two batches: the previous batch recorded its tape (tapes serve any width).
                     bool recorded = start > 0 && lengths[order[start - 1]] == width;
-                    double c = best[previous, start] + cost.Cost(end - start, width, distinct - (recorded ? 1 : 0), distinct);
+                    double c = best[previous, start] + cost.Cost(end - start, width, distinct - (recorded ? 1 : 0), distinct, tokens);
                     if (c < best[k, end]) { best[k, end] = c; cut[k, end] = start; }
                 }
             }

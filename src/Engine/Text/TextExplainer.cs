@@ -109,7 +109,7 @@ public sealed partial class TextExplainer
     private void ExplainPadded(IReadOnlyList<TokenizedText> tokenized, ExplainRequest request, IAttributionMethod method, MethodOptions options,
         Models.ITextModel model, int? fixedTarget, string outputName, Explanation[] results, double[]?[] referenceProbabilities)
     {
-        var cost = CostModel ?? BucketCostModel.For(model.Device.type, Model.Config.HiddenSize);
+        var cost = CostModel ?? BucketCostModel.For(model.Device.type, Model.Config.HiddenSize, Architectures.ArchitectureRegistry.Of(Model.Config).PacksTokens);
         // The plan does not look at the reference cache: the same texts get the same batches, so the same numbers to the
         // last bit, whatever ran before (planning around cached lengths changed results at rounding level).
         foreach (var bucket in LengthBuckets.Plan(tokenized.Select(t => t.Ids.Length).ToList(), request.BatchSize, cost))

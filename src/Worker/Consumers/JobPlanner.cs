@@ -1,6 +1,7 @@
 using System.Text.Json;
 using AttributionFleet.Contracts.V1;
 using AttributionFleet.Engine;
+using AttributionFleet.Engine.Architectures;
 using AttributionFleet.Engine.Attribution;
 using AttributionFleet.Engine.Text;
 using AttributionFleet.Worker.Hosting;
@@ -76,7 +77,8 @@ public sealed class JobPlanner(ModelRegistry registry, IAttributionEngine engine
             var folder = ModelRegistry.FolderOf(job.ModelId, model);
             var lengths = TokenCounter.Shared.Lengths(folder, textList, request.MaxLength);
             var device = registry.DeviceName.StartsWith("cpu", StringComparison.Ordinal) ? TorchSharp.DeviceType.CPU : TorchSharp.DeviceType.CUDA;
-            chunks = LengthBuckets.Plan(lengths, perBatch, BucketCostModel.For(device, TokenCounter.Shared.For(folder).Config.HiddenSize), fewest);
+            var config = TokenCounter.Shared.For(folder).Config;
+            chunks = LengthBuckets.Plan(lengths, perBatch, BucketCostModel.For(device, config.HiddenSize, ArchitectureRegistry.Of(config).PacksTokens), fewest);
         }
         else
         {

@@ -169,7 +169,7 @@ public class CpuKernelTests
         {
             long runs = CpuKernels.Runs, grouped0 = CpuKernels.GroupedRuns;
             var xg = x.detach().clone().requires_grad_(true);
-            var grouped = RescaleRule.GroupedActivation(xg, tapes, groupOfRow, Activation.GeluErf, promote: true);
+            var grouped = RescaleRule.GroupedActivation(xg, tapes, groupOfRow, null, Activation.GeluErf, promote: true);
             Assert.NotNull(grouped);
             Assert.Equal((runs + 1, grouped0 + 1), (CpuKernels.Runs, CpuKernels.GroupedRuns));
             grouped!.sum().backward();
@@ -178,7 +178,24 @@ public class CpuKernelTests
             Assert.True(Same(xg.grad!, plain.Grad), $"GELU multipliers: max |Δ| {(xg.grad! - plain.Grad).abs().max().item<float>():E2}");
             var wrong = Run(x, PaddedPerRow(tapes, new long[] { 1, 1, 1, 0, 2, 2, 2, 2 }, x.shape, keysMasked: false), kernels: false);
             Assert.False(Same(xg.grad!, wrong.Grad), "a row read against another group's reference changes its multipliers");
-            Assert.Null(RescaleRule.GroupedActivation(xg, tapes.Select(t => t.transpose(1, 2).contiguous()).ToList(), groupOfRow, Activation.GeluErf, promote: true));
+            Assert.Null(RescaleRule.GroupedActivation(xg, tapes.Select(t => t.transpose(1, 2).contiguous()).ToList(), groupOfRow, null, Activation.GeluErf, promote: true));
+
+            // Packed: each text's real positions one after another [1, N, 40], each against its group's whole tape. The
+            // same numbers, bit for bit, as the padded batch's real positions.
+            var rowLengths = groupOfRow.Select(j => lengths[j]).ToArray();
+            var xp = cat(rowLengths.Select((l, b) => x.narrow(0, b, 1).narrow(1, 0, l)).ToArray(), 1).detach().requires_grad_(true);
+            long packed0 = CpuKernels.PackedRuns;
+            var packed = RescaleRule.GroupedActivation(xp, tapes, groupOfRow, rowLengths, Activation.GeluErf, promote: true);
+            Assert.NotNull(packed);
+            Assert.Equal(packed0 + 1, CpuKernels.PackedRuns);
+            packed!.sum().backward();
+            Tensor Pack(Tensor padded) => cat(rowLengths.Select((l, b) => padded.narrow(0, b, 1).narrow(1, 0, l)).ToArray(), 1);
+            Assert.True(Same(packed.detach(), Pack(grouped.detach())), "packed GELU values");
+            Assert.True(Same(xp.grad!, Pack(xg.grad!)), $"packed GELU multipliers: max |Δ| {(xp.grad! - Pack(xg.grad!)).abs().max().item<float>():E2}");
+            // A text's length that is not its tape's: declined, not misread.
+            var wrongLengths = (long[])rowLengths.Clone();
+            (wrongLengths[0], wrongLengths[3]) = (wrongLengths[3], wrongLengths[0]);
+            Assert.Null(RescaleRule.GroupedActivation(xp, tapes, groupOfRow, wrongLengths, Activation.GeluErf, promote: true));
         }
 
         if (!System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated) return; // the softmax loop needs AVX-512

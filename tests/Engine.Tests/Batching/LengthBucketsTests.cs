@@ -54,6 +54,25 @@ public class LengthBucketsTests
         double once = cost.Cost(8, 64, 1) + cost.Cost(8, 64, 0) + cost.Cost(4, 64, 0);
         Assert.Equal(once, planned, 6);
     }
+
+    /// <summary>
+    /// A model that packs its position-wise layers (<see cref="BucketCostModel.PackedTokens"/>) pays for padding only in
+    /// attention, so the planner cuts fuller batches of a wide spread; with one length a batch both models cost the same.
+    /// </summary>
+    [Fact]
+    public void PackedTokensMakeFullerBatches()
+    {
+        var lengths = Enumerable.Range(0, 33).Select(i => 16 + (i * 53) % 113).ToList(); // 16–128, every length once
+        var padded = LengthBuckets.Plan(lengths, 8, BucketCostModel.Cpu(768));
+        var packed = LengthBuckets.Plan(lengths, 8, BucketCostModel.Cpu(768) with { PackedTokens = true });
+        Assert.Equal(5, packed.Count); // the fewest batches of 8 hold 33 texts
+        Assert.True(padded.Count > packed.Count, $"padded {padded.Count} batches, packed {packed.Count}");
+        var cost = BucketCostModel.Cpu(768) with { PackedTokens = true };
+        Assert.Equal(BucketCostModel.Cpu(768).Cost(8, 64, 1), cost.Cost(8, 64, 1, lengths: 1, tokens: 8 * 64), 9);
+        // Packed, a batch costs its own tokens, attention at its width and a small share of each padded position.
+        Assert.Equal(100 + 0.05 * (2 * 64 - 100) + 2 * 64 * 64 / (6.0 * 768), cost.TextsWork(2, 64, lengths: 2, tokens: 100), 9);
+        Assert.True(cost.TextsWork(2, 64, lengths: 2, tokens: 100) < BucketCostModel.Cpu(768).TextsWork(2, 64, lengths: 2, tokens: 100));
+    }
 }
 
 /// <summary>A fixed number of batches (the worker's planner: as few as the batch size allows), cut where cheapest.</summary>

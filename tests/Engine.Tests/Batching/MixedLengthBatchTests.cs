@@ -1,6 +1,7 @@
 using AttributionFleet.Engine.Attribution;
 using AttributionFleet.Engine.Models;
 using AttributionFleet.Engine.Tests.Models;
+using AttributionFleet.Engine.Ops;
 using AttributionFleet.Engine.Text;
 using AttributionFleet.Engine.Tokenization;
 using Xunit;
@@ -135,6 +136,37 @@ public class MixedLengthBatchTests(BatchingModels fixture, ArchitectureModels ar
     }
 
     /// <summary>
+    /// The position-wise layers on the real tokens only (<see cref="TokenPacking"/>) or on the padded batch: the same
+    /// scores (float64, 1e-12; float32 to its rounding), f(x), f(x0) and deltas; the packed run packs, the other does not.
+    /// </summary>
+    [Theory]
+    [InlineData("float64", 1e-12)]
+    [InlineData("float32", 1e-5)]
+    public void PackedAndPaddedLayoutsGiveTheSameExplanations(string precision, double tolerance)
+    {
+        var loaded = fixture.Models["BertForSequenceClassification"];
+        var texts = BatchingModels.Texts(Words);
+        var request = new ExplainRequest { Precision = precision, BatchSize = 16, ReferenceCacheMB = 0 };
+        long passes = TokenPacking.Passes;
+        var packed = new TextExplainer(loaded) { CostModel = OneBatch }.Explain(texts, request);
+        Assert.Equal(passes + 1, TokenPacking.Passes);
+        IReadOnlyList<Explanation> padded;
+        TokenPacking.Enabled = false;
+        try { padded = new TextExplainer(loaded) { CostModel = OneBatch }.Explain(texts, request); }
+        finally { TokenPacking.Enabled = true; }
+        Assert.Equal(passes + 1, TokenPacking.Passes);
+        for (int i = 0; i < texts.Count; i++)
+        {
+            double scale = Math.Max(1e-3, padded[i].Scores.Max(Math.Abs));
+            double diff = padded[i].Scores.Zip(packed[i].Scores, (a, b) => Math.Abs(a - b)).Max();
+            Assert.True(diff <= tolerance * scale, $"text {i}: max |packed − padded| = {diff:E2} (largest {scale:E2})");
+            Assert.True(Math.Abs(packed[i].Fx - padded[i].Fx) <= tolerance * Math.Max(1, Math.Abs(padded[i].Fx)), $"text {i}: f(x)");
+            Assert.True(Math.Abs(packed[i].Fx0 - padded[i].Fx0) <= tolerance * Math.Max(1, Math.Abs(padded[i].Fx0)), $"text {i}: f(x0)");
+            Assert.True(Math.Abs(packed[i].Delta) <= tolerance * Math.Max(1, Math.Abs(packed[i].Fx - packed[i].Fx0)), $"text {i}: delta {packed[i].Delta:E2}");
+        }
+    }
+
+    /// <summary>
     /// The same in float32, where the fused CPU loops take the batch's reference rows with a row map (GELU's secant, and
     /// the exact softmax on CPUs with AVX-512): each text's scores equal its scores alone to float32 rounding (1e-5 of the
     /// largest), with deltas at rounding level, and the grouped loops are the path that ran.
@@ -146,11 +178,14 @@ public class MixedLengthBatchTests(BatchingModels fixture, ArchitectureModels ar
         var explainer = new TextExplainer(loaded) { CostModel = OneBatch };
         var texts = BatchingModels.Texts(Words);
         var request = new ExplainRequest { Precision = "float32", BatchSize = 16, ReferenceCacheMB = 0 };
-        long grouped = Engine.Rules.CpuKernels.GroupedRuns;
+        long grouped = Engine.Rules.CpuKernels.GroupedRuns, packed = Engine.Rules.CpuKernels.PackedRuns, packedPasses = TokenPacking.Passes;
         var mixed = explainer.Explain(texts, request);
         Assert.Equal(1, explainer.BatchCounts.Batches);
-        // Two layers: at least the two GELUs read each group's tape (and the two softmaxes with AVX-512).
+        // Two layers: at least the two GELUs read each group's tape (and the two softmaxes with AVX-512), the GELUs on the
+        // packed tokens of the one pass.
         Assert.True(Engine.Rules.CpuKernels.GroupedRuns - grouped >= 2, $"{Engine.Rules.CpuKernels.GroupedRuns - grouped} grouped kernel runs");
+        Assert.Equal(packedPasses + 1, TokenPacking.Passes);
+        Assert.True(Engine.Rules.CpuKernels.PackedRuns - packed >= 2, $"{Engine.Rules.CpuKernels.PackedRuns - packed} packed kernel runs");
         double worst = 0;
         for (int i = 0; i < texts.Count; i++)
         {

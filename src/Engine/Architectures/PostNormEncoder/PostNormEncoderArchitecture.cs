@@ -23,6 +23,9 @@ public abstract class PostNormEncoderArchitecture : IArchitecture
     protected abstract HeadKind HeadFor(string architecture);
     public abstract string ResolveFromWeights(IReadOnlyCollection<string> keys, string configPath);
 
+    /// <summary><see cref="TransformerClassifier.Encode(Ops.TensorOps, Ops.Act, Tensor, Tensor?)"/> packs its layers when the ops can.</summary>
+    public bool PacksTokens => true;
+
     /// <summary>The pad id when config.json has none (RoBERTa's is 1).</summary>
     protected virtual int DefaultPadTokenId => 0;
     protected virtual double DefaultLayerNormEps => 1e-12;
