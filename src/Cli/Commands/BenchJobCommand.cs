@@ -111,6 +111,7 @@ public static class BenchJobCommand
 
         // Warm-up: first-call costs (thread pools, kernels) out of the figures.
         explainer.Explain(texts.Take(2).ToList(), request with { ReferenceCacheMB = 0 });
+        long baseline = BenchCommand.CurrentRss(); // the weights, the runtime and libtorch, before any pass of the job
 
         stdout.WriteLine($"{"run",-40} {"s/text",8} {"texts/s",8} {"ms/token",9} {"vs mean",8} {"vs own",8} {"cpu s/text",10} {"cpu vs own",10} {"rows/pass",9} {"passes",6} {"hit rate",8} {"|delta| max",11}");
         var fixedCold = Measure(explainer, fixedTexts, request, clear: true);
@@ -130,7 +131,7 @@ public static class BenchJobCommand
         for (int i = 0; i < 5; i++) explainer.Tokenize(texts);
         double tokenizeSeconds = tokenizing.Elapsed.TotalSeconds / 5;
         stdout.WriteLine($"tokenizing the job's {texts.Count} texts: {tokenizeSeconds * 1e3:F2} ms, {tokenizeSeconds / warm.Seconds:P2} of the warm mixed job");
-        var cost = BucketCostModel.For(loaded.Float32.Device.type, loaded.Config.HiddenSize, Engine.Architectures.ArchitectureRegistry.Of(loaded.Config).PacksTokens);
+        var cost = explainer.PlanCost(request);
         var plan = LengthBuckets.Plan(lengths, o.BatchSize, cost);
         double padded = plan.Sum(b => cost.TextsWork(b.Count, b.Max(i => lengths[i]), b.Select(i => lengths[i]).Distinct().Count(), b.Sum(i => (long)lengths[i])));
         double own = lengths.Sum(cost.RowWork);
@@ -184,7 +185,9 @@ public static class BenchJobCommand
             "full batch of texts of its own length (what `fleet bench attribute` measures at that length), summed over the job");
         stdout.WriteLine("the plan's widths: each text lengthened to its batch's width (the same passes, one length a batch, every position real work), " +
             "per token of the job's own texts; a model that packs its position-wise layers (bert, roberta, distilbert, electra, xlm-roberta) pays for a mixed batch's padding only in attention");
-        stdout.WriteLine($"peak RSS {BenchCommand.PeakRssBytes() / 1048576.0:F0} MiB (pass budget {(o.PassMemoryMB ?? 1024)} MiB + reference cache {ReferenceCache.Shared.BudgetBytes >> 20} MiB, after the mixed job the cache held {held.Bytes / 1048576.0:F0} MiB in {held.Count} tapes)");
+        long peak = BenchCommand.PeakRssBytes();
+        stdout.WriteLine($"peak RSS {peak / 1048576.0:F0} MiB: {baseline / 1048576.0:F0} MiB before the job's passes (weights, runtime) + {(peak - baseline) / 1048576.0:F0} MiB " +
+            $"(pass budget {(o.PassMemoryMB ?? 1024)} MiB + reference cache {ReferenceCache.Shared.BudgetBytes >> 20} MiB; after the mixed job the cache held {held.Bytes / 1048576.0:F0} MiB in {held.Count} tapes)");
         stdout.WriteLine("cpu s/text: process CPU time (all threads), steadier than wall time when other processes share the cores");
         return 0;
     }

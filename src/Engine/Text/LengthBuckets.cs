@@ -39,6 +39,17 @@ public sealed record BucketCostModel
     /// <summary>π: a padded position's cost when packed, beyond its attention, relative to a real token.</summary>
     public double PackedPaddingShare { get; init; } = 0.05;
 
+    /// <summary>
+    /// Texts of a width one pass holds under the pass memory budget (<see cref="Attribution.DeepLift.TextsPerPass(Models.ITextModel, long, Attribution.MethodOptions, long?, TorchSharp.DeviceType)"/>),
+    /// or null: any batch is one pass. A batch the budget splits pays its pass overhead once per pass (float64 bert-base
+    /// at 128 tokens: 4 texts a pass under 1 GiB).
+    /// </summary>
+    public Func<int, long>? TextsPerPass { get; init; }
+
+    /// <summary>Passes a batch of <paramref name="texts"/> at <paramref name="width"/> runs in.</summary>
+    public long Passes(int texts, int width) =>
+        TextsPerPass is { } per ? Math.Max(1, (texts + Math.Max(1, per(width)) - 1) / Math.Max(1, per(width))) : 1;
+
     /// <summary>CPU: a pass costs about one and a half text rows by itself, a reference row about half of one.</summary>
     /// <remarks>
     /// Calibrated with <c>fleet bench job --repeats 6</c> (bert-base, 12 layers, 2 threads, 33-text log-normal jobs of
@@ -48,7 +59,9 @@ public sealed record BucketCostModel
     /// 1.094–1.125× / 1.167× / 1.210–1.211×; 1.0 rows: 1.136× / 1.172× / 1.214× (6–7 batches). 1.5 has the best worst
     /// case. (Before those changes each length cost its reference rows in every rule, and 2.5 won: fewer, fuller passes.)
     /// A reference row, recorded by a pass of the references alone (no multipliers, no backward), costs about half a
-    /// text row.
+    /// text row. Since mixed passes pack their position-wise layers (<see cref="PackedTokens"/>), BERT-family plans take
+    /// the fewest batches (5 of 8 for 33 texts, against 6 padded): both plans packed, alternating in one process, the
+    /// fuller one cost 0–4 % less (seeds 1–3).
     /// </remarks>
     public static BucketCostModel Cpu(int hiddenSize) => new() { HiddenSize = hiddenSize, ReferenceRow = 0.5, PassOverheadRows = 1.5 };
 
@@ -65,7 +78,7 @@ public sealed record BucketCostModel
     /// <param name="tokens">The texts' own tokens (T); unknown (−1): every text counted at the width.</param>
     public double Cost(int texts, int width, int newLengths, int lengths = 1, long tokens = -1) =>
         TextsWork(texts, width, lengths, tokens)
-        + (ReferenceRow * newLengths + PassOverheadRows + GroupOverheadRows * Math.Max(0, lengths - 1)) * RowWork(width);
+        + (ReferenceRow * newLengths + PassOverheadRows * Passes(texts, width) + GroupOverheadRows * Math.Max(0, lengths - 1)) * RowWork(width);
 
     /// <summary>The texts' part of <see cref="Cost"/>: n rows of the width, or packed, their own tokens and attention (see the summary).</summary>
     public double TextsWork(int texts, int width, int lengths = 1, long tokens = -1)

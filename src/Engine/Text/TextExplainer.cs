@@ -102,6 +102,17 @@ public sealed partial class TextExplainer
     }
 
     /// <summary>
+    /// What DeepLift batches of <paramref name="request"/> are cut by: <see cref="CostModel"/>, or the device's, with the
+    /// architecture's packing and the passes the pass memory budget splits a batch into.
+    /// </summary>
+    public BucketCostModel PlanCost(ExplainRequest request) =>
+        CostModel ?? PlanCost(Model.For(request.ParsePrecision()), MethodOptionsFor(request, OutputKind.Logit));
+
+    private BucketCostModel PlanCost(Models.ITextModel model, MethodOptions options) =>
+        BucketCostModel.For(model.Device.type, Model.Config.HiddenSize, Architectures.ArchitectureRegistry.Of(Model.Config).PacksTokens)
+            with { TextsPerPass = width => DeepLift.TextsPerPass(model, width, options, device: model.Device.type) };
+
+    /// <summary>
     /// DeepLift over padded batches of nearby lengths: texts sorted by length inside a batch, so each length is one
     /// contiguous group with its own reference row and mask (<see cref="ReferenceGroups"/>); padded positions hold [PAD]
     /// in the text and in its reference, so they score exactly 0.
@@ -109,7 +120,7 @@ public sealed partial class TextExplainer
     private void ExplainPadded(IReadOnlyList<TokenizedText> tokenized, ExplainRequest request, IAttributionMethod method, MethodOptions options,
         Models.ITextModel model, int? fixedTarget, string outputName, Explanation[] results, double[]?[] referenceProbabilities)
     {
-        var cost = CostModel ?? BucketCostModel.For(model.Device.type, Model.Config.HiddenSize, Architectures.ArchitectureRegistry.Of(Model.Config).PacksTokens);
+        var cost = CostModel ?? PlanCost(model, options);
         // The plan does not look at the reference cache: the same texts get the same batches, so the same numbers to the
         // last bit, whatever ran before (planning around cached lengths changed results at rounding level).
         foreach (var bucket in LengthBuckets.Plan(tokenized.Select(t => t.Ids.Length).ToList(), request.BatchSize, cost))

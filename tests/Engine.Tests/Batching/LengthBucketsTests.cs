@@ -73,6 +73,26 @@ public class LengthBucketsTests
         Assert.Equal(100 + 0.05 * (2 * 64 - 100) + 2 * 64 * 64 / (6.0 * 768), cost.TextsWork(2, 64, lengths: 2, tokens: 100), 9);
         Assert.True(cost.TextsWork(2, 64, lengths: 2, tokens: 100) < BucketCostModel.Cpu(768).TextsWork(2, 64, lengths: 2, tokens: 100));
     }
+
+    /// <summary>
+    /// A batch the pass memory budget splits pays its pass overhead once per pass (<see cref="BucketCostModel.TextsPerPass"/>):
+    /// four texts of 128 and four of 100, with passes of at most 4 at 128 tokens, go as two batches rather than one that
+    /// would run as two passes of the wider width.
+    /// </summary>
+    [Fact]
+    public void ABatchSplitIntoPassesPaysEachPass()
+    {
+        var lengths = Enumerable.Repeat(128, 4).Concat(Enumerable.Repeat(100, 4)).ToList();
+        var packed = BucketCostModel.Cpu(768) with { PackedTokens = true };
+        Assert.Single(LengthBuckets.Plan(lengths, 8, packed));
+        var budgeted = packed with { TextsPerPass = width => width > 110 ? 4 : 8 };
+        Assert.Equal(2, budgeted.Passes(8, 128));
+        Assert.Equal(1, budgeted.Passes(4, 128));
+        Assert.Equal(packed.Cost(8, 128, 2, 2, 912) + packed.PassOverheadRows * packed.RowWork(128), budgeted.Cost(8, 128, 2, 2, 912), 9);
+        var plan = LengthBuckets.Plan(lengths, 8, budgeted);
+        Assert.Equal(2, plan.Count);
+        Assert.All(plan, b => Assert.Single(b.Select(i => lengths[i]).Distinct()));
+    }
 }
 
 /// <summary>A fixed number of batches (the worker's planner: as few as the batch size allows), cut where cheapest.</summary>
