@@ -89,17 +89,23 @@ public static unsafe partial class CpuKernels
             if (x0[j].dtype != ScalarType.Float32 || g0[j].dtype != ScalarType.Float64 || !x0[j].is_contiguous() || !g0[j].is_contiguous()
                 || !g0[j].shape.SequenceEqual(x0[j].shape) || !PrefixFits(x.shape, x0[j].shape, packed: packedLengths is not null))
                 return false;
-        long rows = groupOfRow.Length, inner = x.numel() / Math.Max(1, packedLengths is null ? rows : x.shape[1]);
+        long rows = groupOfRow.Length;
         if (packedLengths is not null && Enumerable.Range(0, (int)rows).Any(b => x0[(int)groupOfRow[b]].shape[1] != packedLengths[b]))
             return false;
-        var start = packedLengths is null ? EvenRows(rows, inner) : new long[rows + 1];
+        long[] start;
+        if (packedLengths is null) start = EvenRows(rows, rows == 0 ? 0 : x.numel() / rows); // a row: its W positions
+        else
+        {
+            long perToken = x.numel() / Math.Max(1, x.shape[1]); // a row: its text's own positions
+            start = new long[rows + 1];
+            for (long b = 0; b < rows; b++) start[b + 1] = start[b] + packedLengths[b] * perToken;
+        }
         var x0Row = new nint[rows];
         var g0Row = new nint[rows];
         var prefix = new long[rows];
         for (long b = 0; b < rows; b++)
         {
             var j = groupOfRow[b];
-            if (packedLengths is not null) start[b + 1] = start[b] + packedLengths[b] * inner;
             (x0Row[b], g0Row[b], prefix[b]) = (Address(x0[(int)j]), Address(g0[(int)j]), x0[(int)j].numel());
         }
         Secant(x, g, start, x0Row, g0Row, prefix, g0Padding, out y, out m, out equal);

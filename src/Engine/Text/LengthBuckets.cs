@@ -47,8 +47,12 @@ public sealed record BucketCostModel
     public Func<int, long>? TextsPerPass { get; init; }
 
     /// <summary>Passes a batch of <paramref name="texts"/> at <paramref name="width"/> runs in.</summary>
-    public long Passes(int texts, int width) =>
-        TextsPerPass is { } per ? Math.Max(1, (texts + Math.Max(1, per(width)) - 1) / Math.Max(1, per(width))) : 1;
+    public long Passes(int texts, int width)
+    {
+        if (TextsPerPass is null) return 1;
+        long per = Math.Max(1, TextsPerPass(width));
+        return Math.Max(1, (texts + per - 1) / per);
+    }
 
     /// <summary>CPU: a pass costs about one and a half text rows by itself, a reference row about half of one.</summary>
     /// <remarks>
